@@ -1,0 +1,69 @@
+"""Find adapter classes by name, loading their modules only when asked.
+
+Built-in adapters are listed here as ``"module:Class"`` strings with an install hint for optional
+dependencies; third-party packages add their own through the entry-point groups
+``prefect_db_backup.sources`` and ``prefect_db_backup.destinations`` (name = ``module:Class``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from prefect_db_backup.adapters.destination import Destination
+from prefect_db_backup.adapters.source import Source
+from prefect_db_backup.errors import ConfigurationError
+
+_PKG = "prefect_db_backup.adapters"
+
+#: Built-in sources: engine name -> "module:Class".
+SOURCES: dict[str, str] = {
+    "postgres": f"{_PKG}.sources.postgres:PostgresAdapter",
+    "sqlite": f"{_PKG}.sources.sqlite:SQLiteAdapter",
+}
+
+#: Built-in destinations: kind -> "module:Class".
+DESTINATIONS: dict[str, str] = {
+    "local": f"{_PKG}.destinations.local:LocalAdapter",
+}
+
+_SOURCE_GROUP = "prefect_db_backup.sources"
+_DESTINATION_GROUP = "prefect_db_backup.destinations"
+
+
+def _load(kind: str, builtin: dict[str, str], group: str, what: str) -> type[Any]:
+    target = builtin.get(kind)
+    if target is None:
+        for ep in entry_points(group=group):
+            if ep.name == kind:
+                return ep.load()  # type: ignore[no-any-return]
+        known = sorted({*builtin, *(ep.name for ep in entry_points(group=group))})
+        raise ConfigurationError(f"unknown {what} kind {kind!r}", hint=f"known kinds: {', '.join(known)}")
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the {what} {kind!r} needs a library that is not installed: {exc.name}",
+            hint="pip install 'prefect-db-backup' with its dependencies",
+        ) from exc
+    return getattr(module, attr)  # type: ignore[no-any-return]
+
+
+def source_class(engine: str) -> type[Source]:
+    """Return the :class:`Source` implementation registered as ``engine``.
+
+    Raises:
+        ConfigurationError: If no source has that name, or its library is missing.
+    """
+    return _load(engine, SOURCES, _SOURCE_GROUP, "source")
+
+
+def destination_class(kind: str) -> type[Destination]:
+    """Return the :class:`Destination` implementation registered as ``kind``.
+
+    Raises:
+        ConfigurationError: If no destination has that name, or its library is missing.
+    """
+    return _load(kind, DESTINATIONS, _DESTINATION_GROUP, "destination")

@@ -1,0 +1,1 @@
+"""Streaming stages: every transformation of backup bytes is a :class:`~.stages.Stage`."""

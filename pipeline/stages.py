@@ -1,0 +1,152 @@
+"""The one interface every stream transformation implements, and the stages that only observe.
+
+A backup of one database is a recipe of stages applied in order to the dump's chunks: count the plain
+bytes, compress, encrypt, then hash and count the stored bytes. Restoring runs the inverse recipe
+(decrypt, decompress). Each stage reports a small result (sizes, hashes, parameters) that the manifest
+records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import Any, BinaryIO
+
+
+class Stage(ABC):
+    """A streaming transformation: bytes in, bytes out, in bounded memory.
+
+    Callers call :meth:`process` for each chunk, then :meth:`finish` exactly once, then :meth:`result`.
+    A stage may return ``b""`` from :meth:`process` (it is buffering) and may return more or fewer bytes
+    than it was given; it must never hold more than a bounded amount of data (a chunk or a codec window).
+    """
+
+    name: str = "stage"
+
+    @abstractmethod
+    def process(self, data: bytes) -> bytes:
+        """Transform one chunk and return whatever output is ready."""
+
+    @abstractmethod
+    def finish(self) -> bytes:
+        """Flush and return the remaining output. Raises on input that turned out invalid."""
+
+    def result(self) -> dict[str, Any]:
+        """Facts about the stream worth recording (only valid after :meth:`finish`)."""
+        return {}
+
+
+class CountStage(Stage):
+    """Passes bytes through unchanged and counts them."""
+
+    name = "count"
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def process(self, data: bytes) -> bytes:
+        self.size += len(data)
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+    def result(self) -> dict[str, Any]:
+        return {"size": self.size}
+
+
+class HashStage(CountStage):
+    """Passes bytes through unchanged, counting them and computing their SHA-256."""
+
+    name = "sha256"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hash = hashlib.sha256()
+
+    def process(self, data: bytes) -> bytes:
+        self._hash.update(data)
+        return super().process(data)
+
+    @property
+    def hexdigest(self) -> str:
+        """SHA-256 of every byte seen so far, as lowercase hex."""
+        return self._hash.hexdigest()
+
+    def result(self) -> dict[str, Any]:
+        return {"size": self.size, "sha256": self.hexdigest}
+
+
+def apply(stages: Sequence[Stage], data: bytes) -> bytes:
+    """Run one chunk through ``stages`` in order."""
+    for stage in stages:
+        if not data:
+            return b""
+        data = stage.process(data)
+    return data
+
+
+def finish(stages: Sequence[Stage]) -> bytes:
+    """Finish ``stages`` in order, pushing each stage's tail through the stages after it."""
+    out = b""
+    for stage in stages:
+        if out:
+            out = stage.process(out)
+        out += stage.finish()
+    return out
+
+
+def transform(chunks: Iterable[bytes], stages: Sequence[Stage]) -> Iterable[bytes]:
+    """Yield the output of ``stages`` applied to ``chunks``, finishing them at the end."""
+    for chunk in chunks:
+        out = apply(stages, chunk)
+        if out:
+            yield out
+    tail = finish(stages)
+    if tail:
+        yield tail
+
+
+class StageReader:
+    """A readable stream that applies stages to another readable stream (for restores and decrypt).
+
+    Args:
+        raw: The stream to read from.
+        stages: Stages to apply in order.
+        chunk_size: Bytes read from ``raw`` at a time.
+    """
+
+    def __init__(self, raw: BinaryIO, stages: Sequence[Stage], chunk_size: int = 1 << 20) -> None:
+        self._raw = raw
+        self._stages = list(stages)
+        self._chunk_size = chunk_size
+        self._buffer = bytearray()
+        self._done = False
+
+    def read(self, size: int = -1) -> bytes:
+        """Return up to ``size`` transformed bytes (all remaining when negative); ``b""`` at the end."""
+        while not self._done and (size < 0 or len(self._buffer) < size):
+            chunk = self._raw.read(self._chunk_size)
+            if chunk:
+                self._buffer += apply(self._stages, chunk)
+            else:
+                self._buffer += finish(self._stages)
+                self._done = True
+        if size < 0:
+            size = len(self._buffer)
+        out = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> StageReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
