@@ -1,0 +1,1 @@
+from prefect_db_backup.blocks.destinations import LocalDestination as LocalDestination
