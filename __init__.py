@@ -14,3 +14,35 @@ Importing this package is cheap: it does not import Prefect. Import the submodul
 """
 
 __version__ = "0.1.0"
+
+_LAZY_BLOCKS = (
+    "BackupJob",
+    "EncryptionProfile",
+    "FTPDestination",
+    "LocalDestination",
+    "MongoDBSource",
+    "MySQLSource",
+    "PostgresSource",
+    "RedisSource",
+    "RetentionPolicy",
+    "S3Destination",
+    "SFTPDestination",
+    "SMBDestination",
+    "SQLiteSource",
+    "WebDAVDestination",
+)
+
+
+def __getattr__(name: str) -> object:
+    """Expose the block classes lazily, so ``prefect block register -m prefect_db_backup`` finds them
+    without making ``import prefect_db_backup`` import Prefect.
+    """
+    if name in _LAZY_BLOCKS:
+        from prefect_db_backup import blocks
+
+        return getattr(blocks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY_BLOCKS])
