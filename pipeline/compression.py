@@ -31,6 +31,10 @@ from prefect_db_backup.pipeline.stages import Stage
 #: Largest piece of output a gzip or brotli decompressor produces from one step.
 DECOMPRESS_PIECE = 1 << 20
 
+_BROTLI_MIN_BLOCK = 64 << 10
+# brotli's output limit is checked per allocation block (blocks double in size), so one call may return up
+# to about twice the limit: asking for half a piece keeps every piece within DECOMPRESS_PIECE.
+_BROTLI_OUTPUT_LIMIT = DECOMPRESS_PIECE // 2
 _GZIP_WBITS = 31  # zlib's "gzip wrapper" mode: a real gzip member (RFC 1952), not a raw or zlib stream.
 
 
@@ -192,19 +196,33 @@ class _GzipDecompressor(_Decompressor):
 
 
 class _BrotliCompressor(_Compressor):
-    """Writes one brotli stream (RFC 7932) at the given quality."""
+    """Writes one brotli stream (RFC 7932) at the given quality.
+
+    Input is gathered into blocks of at least :data:`_BROTLI_MIN_BLOCK` bytes: at qualities 0 and 1 the
+    encoder compresses each ``process()`` input on its own, so tiny pieces would expand the data.
+    """
 
     codec = "brotli"
 
     def __init__(self, level: int) -> None:
         super().__init__(level)
         self._b = brotli.Compressor(quality=level)
+        self._gather = bytearray()
 
     def process(self, data: bytes) -> bytes:
-        return self._b.process(data)
+        if not self._gather and len(data) >= _BROTLI_MIN_BLOCK:
+            return self._b.process(data)
+        self._gather += data
+        if len(self._gather) < _BROTLI_MIN_BLOCK:
+            return b""
+        block = bytes(self._gather)
+        self._gather.clear()
+        return self._b.process(block)
 
     def finish(self) -> bytes:
-        return self._b.finish()
+        head = self._b.process(bytes(self._gather)) if self._gather else b""
+        self._gather.clear()
+        return head + self._b.finish()
 
 
 class _BrotliDecompressor(_Decompressor):
@@ -224,11 +242,23 @@ class _BrotliDecompressor(_Decompressor):
             raise self._corrupt("unexpected bytes after the end of the brotli stream")
         self._started = True
         try:
-            out = self._b.process(data, output_buffer_limit=DECOMPRESS_PIECE)
-            if out:
-                yield out
-            while not self._b.can_accept_more_data():
-                out = self._b.process(b"", output_buffer_limit=DECOMPRESS_PIECE)
+            out = self._b.process(data, output_buffer_limit=_BROTLI_OUTPUT_LIMIT)
+            # With an output limit the decoder returns one bounded piece per call (about 32 KiB in brotli
+            # 1.2) and keeps the rest; can_accept_more_data() alone does not tell whether output is pending
+            # (it may say True while more is buffered), so drain until a call yields nothing.
+            idle = 0
+            while not self._b.is_finished():
+                if out:
+                    yield out
+                    idle = 0
+                elif self._b.can_accept_more_data():
+                    break  # everything decodable from the input so far has been returned
+                else:
+                    idle += 1
+                    if idle > 2:  # no progress and no room for input: the decoder is wedged
+                        raise self._corrupt("the decoder stopped making progress")
+                out = self._b.process(b"", output_buffer_limit=_BROTLI_OUTPUT_LIMIT)
+            else:
                 if out:
                     yield out
         except brotli.error as exc:
