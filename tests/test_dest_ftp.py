@@ -1,0 +1,133 @@
+"""FTP and FTPS destination against real pyftpdlib servers in child processes (see servers/ftpd.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import require_infrastructure
+from prefect_db_backup.adapters.destination import Destination
+from prefect_db_backup.adapters.destinations.ftp import FTPAdapter
+from prefect_db_backup.adapters.testing.destination_suite import DestinationSuite
+from prefect_db_backup.errors import AuthenticationError, ConfigurationError, ConnectionFailedError
+from servers import ftpd
+
+
+@pytest.fixture(scope="session")
+def ftp_server() -> Iterator[ftpd.FTPServer]:
+    require_infrastructure(ftpd.available(), "PyPI pyftpdlib")
+    with ftpd.run_ftpd() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ftps_server() -> Iterator[ftpd.FTPServer]:
+    require_infrastructure(ftpd.available(tls=True), "PyPI pyftpdlib and pyopenssl")
+    with ftpd.run_ftpd(tls=True) as server:
+        yield server
+
+
+def _adapter(server: ftpd.FTPServer, **overrides: object) -> FTPAdapter:
+    args: dict[str, object] = {
+        "port": server.port,
+        "username": server.username,
+        "password": server.password,
+        "root": server.fresh_root(),
+        "tls": server.tls,
+        "ca_file": str(server.cafile) if server.cafile else None,
+        "timeout": 20,
+    }
+    args.update(overrides)
+    return FTPAdapter("127.0.0.1", **args)  # type: ignore[arg-type]
+
+
+class TestFTPConformance(DestinationSuite):
+    large_listing = True  # one MLSD transfer per folder: 1,100 entries list in milliseconds
+
+    @pytest.fixture
+    def destination(self, ftp_server: ftpd.FTPServer) -> Iterator[Destination]:
+        with _adapter(ftp_server) as dest:
+            yield dest
+
+    @pytest.fixture
+    def secrets(self, ftp_server: ftpd.FTPServer) -> list[str]:
+        return [ftp_server.password]
+
+
+class TestFTPSConformance(DestinationSuite):
+    large_listing = True
+
+    @pytest.fixture
+    def destination(self, ftps_server: ftpd.FTPServer) -> Iterator[Destination]:
+        with _adapter(ftps_server) as dest:
+            yield dest
+
+    @pytest.fixture
+    def secrets(self, ftps_server: ftpd.FTPServer) -> list[str]:
+        return [ftps_server.password]
+
+
+class TestFTPListFallbackConformance(DestinationSuite):
+    """Servers without MLSD (vsftpd): listings parse LIST output, stat uses SIZE."""
+
+    large_listing = True
+    large_object_size = 8 << 20  # the 100 MiB case runs above; this class checks the LIST/SIZE paths
+
+    @pytest.fixture
+    def destination(self, ftp_server: ftpd.FTPServer) -> Iterator[Destination]:
+        with _adapter(ftp_server, use_mlsd=False) as dest:
+            yield dest
+
+
+def test_empty_listings_over_ftps_are_reliable(ftps_server: ftpd.FTPServer) -> None:
+    """Listing empty folders over FTPS used to fail at random (SHUTDOWN_WHILE_IN_INIT)."""
+    with _adapter(ftps_server) as dest:
+        dest.write_bytes("sub/x", b"")
+        dest.delete("sub/x")
+        for _ in range(60):
+            assert list(dest.list()) == []
+        dest.write_bytes("empty", b"")
+        for _ in range(30):
+            assert dest.read_bytes("empty") == b""
+
+
+def test_wrong_password_is_an_authentication_error(ftp_server: ftpd.FTPServer) -> None:
+    with _adapter(ftp_server, password="wrong-pw") as dest, pytest.raises(AuthenticationError) as caught:
+        dest.stat("x")
+    assert "wrong-pw" not in str(caught.value)
+
+
+def test_untrusted_certificate_is_refused(ftps_server: ftpd.FTPServer) -> None:
+    with _adapter(ftps_server, ca_file=None) as dest, pytest.raises(AuthenticationError, match="certificate"):
+        dest.stat("x")
+
+
+def test_plain_client_against_tls_only_server_fails_clearly(ftps_server: ftpd.FTPServer) -> None:
+    with (
+        _adapter(ftps_server, tls=False, ca_file=None) as dest,
+        pytest.raises(ConfigurationError, match="tls"),
+    ):
+        dest.stat("x")
+
+
+def test_unreachable_server_is_retryable() -> None:
+    with (
+        FTPAdapter("127.0.0.1", port=ftpd.free_port(), timeout=3) as dest,
+        pytest.raises(ConnectionFailedError),
+    ):
+        dest.stat("x")
+
+
+def test_describe() -> None:
+    assert FTPAdapter("h", port=2121, username="u", password="pw", root="/b", tls=True).describe() == (
+        "ftps://u@h:2121/b"
+    )
+
+
+def test_reader_closed_early_does_not_poison_the_pool(ftp_server: ftpd.FTPServer) -> None:
+    with _adapter(ftp_server) as dest:
+        dest.write_bytes("big", b"x" * (4 << 20))
+        with dest.open_reader("big") as reader:
+            assert reader.read(10) == b"x" * 10
+        assert dest.read_bytes("big") == b"x" * (4 << 20)
+        assert [i.path for i in dest.list()] == ["big"]
