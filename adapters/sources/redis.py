@@ -43,6 +43,8 @@ from prefect_db_backup.errors import (
     RestoreFailedError,
 )
 from prefect_db_backup.redaction import scrub
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 RedisMode = Literal["rdb", "logical"]
 
@@ -135,6 +137,9 @@ class RedisAdapter(Source):
             ssl_ca_certs=self.tls_ca_file,
             ssl_cert_reqs="none" if self.tls_insecure else "required",
             decode_responses=False,
+            # No silent retries: redis-py retries refused credentials and lost connections by default, which
+            # turns one wrong password into seconds of retry storm; the backup flow decides about retries.
+            retry=Retry(NoBackoff(), 0),
         )
 
     def _translate(self, exc: redis.RedisError) -> BackupError:

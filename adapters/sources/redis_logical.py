@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 #: Keys requested per SCAN call and dumped per pipeline round trip.
 SCAN_BATCH = 200
@@ -160,6 +162,9 @@ def _main(argv: list[str] | None = None) -> int:
         ssl_ca_certs=args.tls_ca_file,
         ssl_cert_reqs="none" if args.tls_insecure else "required",
         decode_responses=False,
+        # No silent retries: redis-py retries refused credentials and lost connections by default, which
+        # turns one wrong password into seconds of retry storm; the backup flow decides about retries.
+        retry=Retry(NoBackoff(), 0),
     )
     out = sys.stdout.buffer
     try:

@@ -68,6 +68,9 @@ def redis_server(password: str | None = None) -> Iterator[RedisServer]:
         "",
         "--appendonly",
         "no",
+        # Serve `redis-cli --rdb` at once (the default waits 5 s for more replicas to share the transfer).
+        "--repl-diskless-sync-delay",
+        "0",
         "--dir",
         str(directory),
         "--daemonize",
