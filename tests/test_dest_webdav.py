@@ -1,0 +1,80 @@
+"""WebDAV destination against a real WsgiDAV server in a child process (see servers/webdav.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import require_infrastructure
+from prefect_db_backup.adapters.destination import Destination
+from prefect_db_backup.adapters.destinations.webdav import WebDAVAdapter
+from prefect_db_backup.adapters.testing.destination_suite import DestinationSuite
+from prefect_db_backup.errors import AuthenticationError, ConfigurationError, ConnectionFailedError
+from servers import webdav
+from servers.sshd import free_port
+
+
+@pytest.fixture(scope="session")
+def webdav_server() -> Iterator[webdav.WebDAVServer]:
+    require_infrastructure(webdav.available(), "PyPI wsgidav and cheroot")
+    with webdav.run_webdav() as server:
+        yield server
+
+
+def _adapter(server: webdav.WebDAVServer, **overrides: object) -> WebDAVAdapter:
+    args: dict[str, object] = {
+        "username": server.username,
+        "password": server.password,
+        "root": server.fresh_root(),
+    }
+    args.update(overrides)
+    return WebDAVAdapter(server.url, **args)  # type: ignore[arg-type]
+
+
+class TestWebDAVConformance(DestinationSuite):
+    large_listing = True  # one PROPFIND Depth 1 per folder returns all 1,100 entries at once
+
+    @pytest.fixture
+    def destination(self, webdav_server: webdav.WebDAVServer) -> Iterator[Destination]:
+        with _adapter(webdav_server) as dest:
+            yield dest
+
+    @pytest.fixture
+    def secrets(self, webdav_server: webdav.WebDAVServer) -> list[str]:
+        return [webdav_server.password]
+
+
+def test_root_is_created_on_first_upload(webdav_server: webdav.WebDAVServer) -> None:
+    root = webdav_server.fresh_root() + "/not/yet/there"
+    with _adapter(webdav_server, root=root) as dest:
+        assert list(dest.list()) == []
+        dest.write_bytes("a/b.bin", b"x")
+        assert [i.path for i in dest.list()] == ["a/b.bin"]
+    assert (webdav_server.data_dir / root / "a" / "b.bin").read_bytes() == b"x"
+
+
+def test_wrong_password_is_an_authentication_error(webdav_server: webdav.WebDAVServer) -> None:
+    with _adapter(webdav_server, password="wrong-pw") as dest:
+        with pytest.raises(AuthenticationError) as caught:
+            dest.stat("x")
+        assert "wrong-pw" not in str(caught.value)
+        with pytest.raises(AuthenticationError):
+            dest.write_bytes("x", b"data")
+
+
+def test_server_gone_mid_upload_is_retryable_and_leaves_nothing(webdav_server: webdav.WebDAVServer) -> None:
+    port = free_port()
+    with WebDAVAdapter(f"http://127.0.0.1:{port}/", root="r", timeout=3) as dest:
+        with pytest.raises(ConnectionFailedError):
+            dest.stat("x")
+        with pytest.raises(ConnectionFailedError):
+            dest.write_bytes("x", b"data")
+
+
+def test_url_validation_and_describe() -> None:
+    with pytest.raises(ConfigurationError):
+        WebDAVAdapter("ftp://h/")
+    with pytest.raises(ConfigurationError):
+        WebDAVAdapter("https://u:p@h/")
+    dest = WebDAVAdapter("https://h/dav", username="u", password="pw", root="backups")
+    assert dest.describe() == "https://u@h/dav/backups"
