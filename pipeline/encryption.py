@@ -91,6 +91,10 @@ def read_header(data: bytes) -> EncryptionHeader:
         DecryptionError: ``data`` is too short, is not our format, or uses an unsupported version,
             algorithm or chunk size.
     """
+    if 0 < len(data) < len(MAGIC) and MAGIC.startswith(bytes(data)):
+        raise DecryptionError(
+            f"encrypted file is truncated: its header needs {HEADER_SIZE} bytes, only {len(data)} present"
+        )
     if len(data) < len(MAGIC) or not is_encrypted(data):
         raise DecryptionError(
             "not an encrypted prefect-db-backup file: the magic bytes are missing",
