@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -459,3 +461,66 @@ def test_reference_decryptor_in_the_doc_rejects_damage(blob: bytes) -> None:
             ref["decrypt"](key, io.BytesIO(bad), io.BytesIO())
     with pytest.raises(ValueError, match="wrong key"):
         ref["decrypt"](OTHER_KEY, io.BytesIO(blob), io.BytesIO())
+
+
+# --- the documented command line -----------------------------------------------------------------------
+
+
+def _cli() -> str:
+    path = Path(sys.executable).parent / "prefect-db-backup"
+    require_infrastructure(path.exists(), "the prefect-db-backup console script (pip install -e .)")
+    return str(path)
+
+
+def _documented_decrypt_commands() -> list[list[str]]:
+    section = _doc().split("## 4. Decrypting a backup", 1)[1]
+    block = re.search(r"```\n(.*?)```", section, re.S)
+    assert block, "decrypt commands missing from docs/format.md"
+    commands = [shlex.split(line) for line in block.group(1).splitlines() if line.strip()]
+    assert commands and all(c[:2] == ["prefect-db-backup", "decrypt"] for c in commands)
+    return commands
+
+
+def test_documented_decrypt_commands_work(tmp_path: Path) -> None:
+    cli = _cli()
+    data = b"COPY public.orders (id, state) FROM stdin;\n" + b"1\tshipped\n" * 50_000
+    key_file = tmp_path / "backup.key"
+    key_file.write_text(key_to_text(KEY) + "\n")
+    stored = b"".join(transform(pieces(data, MiB), [get_codec("zstd").compressor(), EncryptStage(KEY)]))
+    (tmp_path / "orders.sql.zst.enc").write_bytes(stored)
+    outputs = []
+    for command in _documented_decrypt_commands():
+        args = [cli, *command[1:]]
+        proc = subprocess.run(args, cwd=tmp_path, capture_output=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+        outputs.append(tmp_path / command[-1])
+    compressed, plain = outputs
+    assert plain.read_bytes() == data
+    packed = compressed.read_bytes()
+    assert b"".join(transform([packed], [get_codec("zstd").decompressor()])) == data
+
+
+def test_decrypt_command_refuses_a_wrong_key_or_damaged_file(tmp_path: Path) -> None:
+    cli = _cli()
+    (tmp_path / "right.key").write_text(key_to_text(KEY))
+    (tmp_path / "wrong.key").write_text(key_to_text(OTHER_KEY))
+    stored = encrypt(os.urandom(100_000), 4096, 65_536)
+    (tmp_path / "x.enc").write_bytes(stored)
+    damaged = bytearray(stored)
+    damaged[len(stored) // 2] ^= 1
+    (tmp_path / "bad.enc").write_bytes(bytes(damaged))
+
+    def run(key: str, src: str) -> subprocess.CompletedProcess[bytes]:
+        args = [cli, "decrypt", "--key-file", key, src, "out"]
+        return subprocess.run(args, cwd=tmp_path, capture_output=True, timeout=120, check=False)
+
+    proc = run("wrong.key", "x.enc")
+    message = proc.stderr.decode(errors="replace")
+    assert proc.returncode != 0
+    assert key_id(KEY) in message and key_id(OTHER_KEY) in message
+    assert_no_key_material(message, KEY)
+    assert_no_key_material(message, OTHER_KEY)
+    proc = run("right.key", "bad.enc")
+    assert proc.returncode != 0
+    assert "authentication" in proc.stderr.decode(errors="replace")
+    assert not (tmp_path / "out").exists()  # nothing unauthenticated is left behind
