@@ -21,11 +21,15 @@ _PKG = "prefect_db_backup.adapters"
 SOURCES: dict[str, str] = {
     "postgres": f"{_PKG}.sources.postgres:PostgresAdapter",
     "sqlite": f"{_PKG}.sources.sqlite:SQLiteAdapter",
+    "mysql": f"{_PKG}.sources.mysql:MySQLAdapter",
+    "redis": f"{_PKG}.sources.redis:RedisAdapter",
+    "mongodb": f"{_PKG}.sources.mongodb:MongoDBAdapter",
 }
 
 #: Built-in destinations: kind -> "module:Class".
 DESTINATIONS: dict[str, str] = {
     "local": f"{_PKG}.destinations.local:LocalAdapter",
+    "s3": f"{_PKG}.destinations.s3:S3Adapter",
 }
 
 _SOURCE_GROUP = "prefect_db_backup.sources"
