@@ -11,9 +11,9 @@ Contract of the stages (see :class:`~prefect_db_backup.pipeline.stages.Stage`):
   bytes that are not another member/frame, and, at :meth:`Stage.finish`, on input that ends before the
   stream does (truncation). Empty input is truncated input: a valid stream always has at least one frame.
 * gzip and brotli decompressors inflate in pieces of at most :data:`DECOMPRESS_PIECE` bytes; their
-  :meth:`~_Decompressor.pieces` generator lets a consumer keep a "zip bomb" chunk from ever being held in
-  memory at once. (``zstandard``'s streaming decompressor offers no output limit; its blocks expand at
-  most to 128 KiB each, and it is what the stock ``zstd`` tool does too.)
+  :meth:`~Decompressor.pieces` generator lets a consumer keep a "zip bomb" chunk from ever being held in
+  memory at once. (``zstandard``'s streaming decompressor offers no output limit: a zstd piece is the
+  whole output of one input chunk.)
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ _BROTLI_OUTPUT_LIMIT = DECOMPRESS_PIECE // 2
 _GZIP_WBITS = 31  # zlib's "gzip wrapper" mode: a real gzip member (RFC 1952), not a raw or zlib stream.
 
 
-class _Compressor(Stage):
-    """Common result() for compressors."""
+class Compressor(Stage):
+    """A compressing stage; :meth:`result` reports the codec and level."""
 
     codec: str = "none"
 
@@ -52,8 +52,12 @@ class _Compressor(Stage):
         return {"codec": self.codec, "level": self.level}
 
 
-class _Decompressor(Stage):
-    """Decompressor base: ``process``/``finish`` join the pieces of ``pieces``/``finish_pieces``."""
+class Decompressor(Stage):
+    """A decompressing stage that can also hand out its output in bounded pieces.
+
+    :meth:`process` and :meth:`finish` join what :meth:`pieces` and :meth:`finish_pieces` yield; a consumer
+    that must bound its memory even for a "zip bomb" iterates those generators instead.
+    """
 
     codec: str = "none"
 
@@ -104,7 +108,7 @@ class _Decompressor(Stage):
 # --- none ----------------------------------------------------------------------------------------------
 
 
-class _PassThrough(_Compressor):
+class _PassThrough(Compressor):
     codec = "none"
 
     def process(self, data: bytes) -> bytes:
@@ -114,7 +118,7 @@ class _PassThrough(_Compressor):
         return b""
 
 
-class _PassThroughDecompressor(_Decompressor):
+class _PassThroughDecompressor(Decompressor):
     codec = "none"
 
     def pieces(self, data: bytes) -> Iterator[bytes]:
@@ -128,7 +132,7 @@ class _PassThroughDecompressor(_Decompressor):
 # --- gzip ----------------------------------------------------------------------------------------------
 
 
-class _GzipCompressor(_Compressor):
+class _GzipCompressor(Compressor):
     """Writes one gzip member (RFC 1952) with zlib at the given level."""
 
     codec = "gzip"
@@ -144,7 +148,7 @@ class _GzipCompressor(_Compressor):
         return self._z.flush(zlib.Z_FINISH)
 
 
-class _GzipDecompressor(_Decompressor):
+class _GzipDecompressor(Decompressor):
     """Reads one or more concatenated gzip members, as ``gzip -dc`` does."""
 
     codec = "gzip"
@@ -195,7 +199,7 @@ class _GzipDecompressor(_Decompressor):
 # --- brotli --------------------------------------------------------------------------------------------
 
 
-class _BrotliCompressor(_Compressor):
+class _BrotliCompressor(Compressor):
     """Writes one brotli stream (RFC 7932) at the given quality.
 
     Input is gathered into blocks of at least :data:`_BROTLI_MIN_BLOCK` bytes: at qualities 0 and 1 the
@@ -225,7 +229,7 @@ class _BrotliCompressor(_Compressor):
         return head + self._b.finish()
 
 
-class _BrotliDecompressor(_Decompressor):
+class _BrotliDecompressor(Decompressor):
     """Reads one brotli stream; bytes after its end are an error."""
 
     codec = "brotli"
@@ -273,7 +277,7 @@ class _BrotliDecompressor(_Decompressor):
 # --- zstd ----------------------------------------------------------------------------------------------
 
 
-class _ZstdCompressor(_Compressor):
+class _ZstdCompressor(Compressor):
     """Writes one zstd frame with a content checksum, single-threaded.
 
     Threads are off on purpose: with two cores the dump takes one, and zstd's worker threads would compete
@@ -293,7 +297,7 @@ class _ZstdCompressor(_Compressor):
         return self._z.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
 
 
-class _ZstdDecompressor(_Decompressor):
+class _ZstdDecompressor(Decompressor):
     """Reads one or more concatenated zstd frames, as ``zstd -dc`` does; checks frame checksums."""
 
     codec = "zstd"
@@ -350,10 +354,10 @@ class Codec:
     default_level: int
     min_level: int
     max_level: int
-    _compress: Callable[[int], Stage] = field(repr=False, compare=False)
-    _decompress: Callable[[], Stage] = field(repr=False, compare=False)
+    _compress: Callable[[int], Compressor] = field(repr=False, compare=False)
+    _decompress: Callable[[], Decompressor] = field(repr=False, compare=False)
 
-    def compressor(self, level: int | None = None) -> Stage:
+    def compressor(self, level: int | None = None) -> Compressor:
         """Return a new compressing stage.
 
         Args:
@@ -364,7 +368,7 @@ class Codec:
         """
         return self._compress(validate_level(self, level))
 
-    def decompressor(self) -> Stage:
+    def decompressor(self) -> Decompressor:
         """Return a new decompressing stage (raises IntegrityError on corrupt or truncated input)."""
         return self._decompress()
 
