@@ -245,10 +245,10 @@ def test_decompression_bomb_is_inflated_in_bounded_pieces(name: str) -> None:
     stage = get_codec(name).decompressor()
     total = 0
     largest = 0
-    for piece in stage.pieces(packed):  # type: ignore[attr-defined]
+    for piece in stage.pieces(packed):
         largest = max(largest, len(piece))
         total += len(piece)
-    for piece in stage.finish_pieces():  # type: ignore[attr-defined]
+    for piece in stage.finish_pieces():
         largest = max(largest, len(piece))
         total += len(piece)
     assert total == bomb_size
