@@ -14,7 +14,7 @@ pytest.register_assert_rewrite("prefect_db_backup.adapters.testing.destination_s
 
 from conftest import require_infrastructure
 from prefect_db_backup.adapters.destination import Destination
-from prefect_db_backup.adapters.destinations.s3 import MIN_PART_SIZE, S3Adapter
+from prefect_db_backup.adapters.destinations.s3 import MIN_PART_SIZE, S3Adapter, translate_error
 from prefect_db_backup.adapters.testing.destination_suite import (
     DestinationSuite,
     PatternStream,
@@ -27,6 +27,8 @@ from prefect_db_backup.errors import (
     ConnectionFailedError,
     NotFoundError,
     PermanentError,
+    StorageFullError,
+    TransientStorageError,
 )
 from servers.seaweedfs import SeaweedFS, find_weed, start_seaweedfs
 
@@ -332,3 +334,55 @@ def test_streamed_upload_memory_is_bounded(seaweedfs: SeaweedFS, bucket: str) ->
     assert info.size == size
     assert peak < 3 * part, f"peak {peak / MiB:.1f} MiB for {part / MiB:.0f} MiB parts"
     assert stream_digest(adapter, "big.dump", piece_size=1 * MiB) == (size, sha)
+
+
+def _client_error(code: str, status: int, message: str = "msg") -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op"
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected", "retryable"),
+    [
+        (_client_error("NoSuchKey", 404), NotFoundError, False),
+        (_client_error("404", 404, "Not Found"), NotFoundError, False),
+        (_client_error("NoSuchBucket", 404), NotFoundError, False),
+        (_client_error("InvalidAccessKeyId", 403), AuthenticationError, False),
+        (_client_error("SignatureDoesNotMatch", 403), AuthenticationError, False),
+        (_client_error("AccessDenied", 403), AuthenticationError, False),
+        (_client_error("403", 403, "Forbidden"), AuthenticationError, False),
+        (_client_error("SlowDown", 503), TransientStorageError, True),
+        (_client_error("InternalError", 500), TransientStorageError, True),
+        (_client_error("Whatever", 502), TransientStorageError, True),
+        (_client_error("TooManyRequests", 429), TransientStorageError, True),
+        (_client_error("QuotaExceeded", 403), StorageFullError, False),
+        (_client_error("XMinioStorageFull", 507), StorageFullError, False),
+        (_client_error("InvalidPart", 400), PermanentError, False),
+    ],
+)
+def test_error_translation(exc: Exception, expected: type[Exception], retryable: bool) -> None:
+    error = translate_error(exc, action="upload x", where="s3://b/p", bucket="b")
+    assert type(error) is expected
+    assert error.retryable is retryable
+    assert "s3://b/p" in str(error)
+
+
+def test_error_translation_of_network_failures_and_secrets() -> None:
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError, ReadTimeoutError
+
+    conn = translate_error(
+        EndpointConnectionError(endpoint_url="http://h"), action="list", where="s3://b", bucket="b"
+    )
+    assert isinstance(conn, ConnectionFailedError) and "endpoint URL" in str(conn)
+    timeout = translate_error(
+        ReadTimeoutError(endpoint_url="http://h"), action="read", where="s3://b", bucket="b"
+    )
+    assert isinstance(timeout, ConnectionFailedError)
+    creds = translate_error(NoCredentialsError(), action="list", where="s3://b", bucket="b")
+    assert isinstance(creds, AuthenticationError)
+    leaky = _client_error("SignatureDoesNotMatch", 403, "signature for secret TOPSECRET123 did not match")
+    error = translate_error(leaky, action="list", where="s3://b", bucket="b", secrets=("TOPSECRET123",))
+    assert "TOPSECRET123" not in str(error)

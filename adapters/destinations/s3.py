@@ -151,6 +151,8 @@ def translate_error(
             return NotFoundError(
                 f"{prefix}: bucket {bucket!r} does not exist", hint="create the bucket or fix its name"
             )
+        if code in _FULL_CODES or status == 507:
+            return StorageFullError(f"{prefix}: the storage is full or over quota ({detail})")
         if code in _AUTH_CODES or status == 403:
             return AuthenticationError(
                 f"{prefix}: the server refused the credentials ({detail})",
@@ -159,8 +161,6 @@ def translate_error(
             )
         if code in _NOT_FOUND_CODES or status == 404:
             return NotFoundError(f"{prefix}: not found ({detail})")
-        if code in _FULL_CODES or status == 507:
-            return StorageFullError(f"{prefix}: the storage is full or over quota ({detail})")
         if code in _TRANSIENT_CODES or status in (429,) or status >= 500:
             return TransientStorageError(f"{prefix}: the server answered with a transient error ({detail})")
         if code in ("InvalidBucketName", "InvalidArgument", "InvalidRequest", "KeyTooLongError"):
@@ -189,6 +189,7 @@ def translate_error(
     if isinstance(
         exc,
         botocore.exceptions.ConnectionError
+        | botocore.exceptions.HTTPClientError  # connection closed or reset, read timeout, broken stream
         | botocore.exceptions.ReadTimeoutError
         | botocore.exceptions.IncompleteReadError
         | botocore.exceptions.ResponseStreamingError
