@@ -377,11 +377,11 @@ CODECS: dict[str, Codec] = {
     "none": Codec("none", "", 0, 0, 0, _PassThrough, _PassThroughDecompressor),
     # Level 6 is gzip's own default (about 75 MB/s in-process); the `gzip` module's default 9 is much slower.
     "gzip": Codec("gzip", ".gz", 6, 1, 9, _GzipCompressor, _GzipDecompressor),
-    # Quality 3, not brotli's 11 nor the `brotli` tool's habitual 5: quality 5 runs at about 65 MB/s of
-    # dump (docs/performance notes), far below a pg_dump's 170-230 MB/s, and 11 at 0.4 MB/s is unusable.
-    # Quality 4 and up switch to a slower match finder: on dump-like text we measured q3 at 60 MB/s versus
-    # 22 MB/s for q5 (2.7x faster) for a compression ratio of 2.20 versus 2.55. Quality 1 (450 MB/s) is the
-    # choice when speed matters more than size; zstd-3 usually beats both.
+    # Quality 3, not brotli's 11 nor the habitual 5. Measured on a 2-core machine (Nov 2026), a pg_dump makes
+    # 170-230 MB/s, brotli q5 manages about 65 MB/s (the slowest shell pipeline, 38 MB/s) and q11 0.4 MB/s,
+    # while q1 reaches 450 MB/s. Quality 4 and up switch to a slower match finder: on dump-like text we
+    # measured q3 2.6-2.7x faster than q5 (CPU time, same run) for a compression ratio of 2.20 versus 2.55,
+    # which puts q3 near 170 MB/s on that machine, roughly keeping pace with the dump. zstd-3 beats both.
     "brotli": Codec("brotli", ".br", 3, 0, 11, _BrotliCompressor, _BrotliDecompressor),
     # Level 3 is zstd's own default: about 365 MB/s per core, ratio 8.6 on a real dump.
     "zstd": Codec("zstd", ".zst", 3, 1, 19, _ZstdCompressor, _ZstdDecompressor),
