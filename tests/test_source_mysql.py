@@ -450,3 +450,16 @@ def test_threads_do_not_leak() -> None:
     # Every stderr drain thread of the dumps above has finished.
     time.sleep(0.1)
     assert not [t for t in threading.enumerate() if t.name == "stderr-tail" and t.is_alive()]
+
+
+def test_block_builds_the_adapter_without_leaking_the_password(source: MySQLAdapter) -> None:
+    from prefect_db_backup.blocks.more_sources import MySQLSource
+
+    block = MySQLSource(host=HOST, port=PORT, user="root", password="blk-secret", databases=["test"])
+    adapter = block.get_adapter()
+    assert isinstance(adapter, MySQLAdapter)
+    assert (adapter.host, adapter.port, adapter.user, adapter.password) == (HOST, PORT, "root", "blk-secret")
+    assert "blk-secret" not in block.describe() and "blk-secret" not in repr(block)
+    assert block.describe() == adapter.describe()
+    with pytest.raises(ValueError, match="databases"):
+        MySQLSource(databases=["../etc"])

@@ -318,3 +318,19 @@ def test_select_rewriter() -> None:
     while chunk := rewritten.read(3):
         out += chunk
     assert out == resp_command("SELECT", 4) + body
+
+
+def test_block_builds_the_adapter_without_leaking_the_password() -> None:
+    from prefect_db_backup.blocks.more_sources import RedisSource
+
+    block = RedisSource(port=6380, username="u", password="blk-secret", mode="rdb", databases=["db1"])
+    adapter = block.get_adapter()
+    assert isinstance(adapter, RedisAdapter)
+    assert (adapter.port, adapter.username, adapter.password, adapter.mode) == (
+        6380,
+        "u",
+        "blk-secret",
+        "rdb",
+    )
+    assert block.describe() == adapter.describe() == "redis://u@127.0.0.1:6380"
+    assert "blk-secret" not in repr(block)

@@ -286,6 +286,26 @@ def _insert(db: Database[Any], name: str, documents: list[RawBSONDocument]) -> N
     )
 
 
+class _TailReader:
+    """Passes reads through, remembering the last bytes, to check the tar's end-of-archive marker."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.tail = b""
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if data:
+            self.tail = (self.tail + data)[-2 * tarfile.BLOCKSIZE :]
+        return data
+
+    def ends_with_marker(self) -> bool:
+        """Drain what tarfile left unread; True if the stream ends with two zero blocks."""
+        while self.read(1 << 16):
+            pass
+        return len(self.tail) == 2 * tarfile.BLOCKSIZE and not self.tail.strip(b"\0")
+
+
 def import_archive(client: MongoClient[Any], stream: IO[bytes], target_database: str) -> ImportResult:
     """Restore a built-in tar export (or a tar of a ``mongodump`` directory) into ``target_database``.
 
@@ -299,8 +319,9 @@ def import_archive(client: MongoClient[Any], stream: IO[bytes], target_database:
     db = client[target_database]
     result = ImportResult()
     indexes: dict[str, list[dict[str, Any]]] = {}
+    reader = _TailReader(stream)
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - closed by the with below
+        tar = tarfile.open(fileobj=reader, mode="r|")  # type: ignore[call-overload]  # noqa: SIM115 - closed by the with below
     except tarfile.TarError as exc:
         raise ArchiveError(f"not a tar stream: {exc}") from exc
     with tar:
@@ -332,6 +353,9 @@ def import_archive(client: MongoClient[Any], stream: IO[bytes], target_database:
                 result.documents[name] = count
         except tarfile.TarError as exc:
             raise ArchiveError(f"corrupt tar stream: {exc}") from exc
+    # tarfile treats a stream cut at a member boundary as a normal end: insist on the end marker.
+    if not reader.ends_with_marker():
+        raise ArchiveError("the export is truncated (no end-of-archive marker)")
     for name, specs in indexes.items():
         wanted = []
         for spec in specs:
