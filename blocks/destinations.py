@@ -15,7 +15,9 @@ from prefect_db_backup.adapters.destination import Destination, validate_path
 from prefect_db_backup.adapters.registry import destination_class
 from prefect_db_backup.adapters.retry import with_retries
 from prefect_db_backup.errors import ConfigurationError
-from pydantic import Field, field_validator
+from pydantic import Field, HttpUrl, field_validator
+
+_DOCS = HttpUrl("https://github.com/prefect-db-backup/prefect-db-backup#destinations")
 
 
 class LocalDestination(Block):
@@ -38,6 +40,8 @@ class LocalDestination(Block):
     """
 
     _block_type_name = "DB Backup Local Destination"
+    _block_type_slug = "db-backup-local-destination"
+    _documentation_url = _DOCS
     _description = "A folder on the machine that runs the backup, for database backups."
 
     path: str = Field(
@@ -86,6 +90,8 @@ class S3Destination(Block):
     """
 
     _block_type_name = "DB Backup S3 Destination"
+    _block_type_slug = "db-backup-s3-destination"
+    _documentation_url = _DOCS
     _description = "An S3 or S3-compatible bucket for database backups, with streamed multipart uploads."
 
     bucket: str = Field(..., description="Name of the bucket that holds the backups.")

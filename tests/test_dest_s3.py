@@ -386,3 +386,78 @@ def test_error_translation_of_network_failures_and_secrets() -> None:
     leaky = _client_error("SignatureDoesNotMatch", 403, "signature for secret TOPSECRET123 did not match")
     error = translate_error(leaky, action="list", where="s3://b", bucket="b", secrets=("TOPSECRET123",))
     assert "TOPSECRET123" not in str(error)
+
+
+# -- the block ----------------------------------------------------------------------------------------------
+
+
+def test_registry_knows_s3() -> None:
+    from prefect_db_backup.adapters.registry import destination_class
+
+    assert destination_class("s3") is S3Adapter
+
+
+def test_block_with_minio_credentials_and_endpoint_in_client_parameters(
+    seaweedfs: SeaweedFS, bucket: str
+) -> None:
+    from prefect_aws import MinIOCredentials
+    from prefect_aws.client_parameters import AwsClientParameters
+    from prefect_db_backup.blocks import S3Destination
+
+    block = S3Destination(
+        bucket=bucket,
+        prefix="/nightly/",
+        credentials=MinIOCredentials(
+            minio_root_user=seaweedfs.access_key,
+            minio_root_password=seaweedfs.secret_key,
+            aws_client_parameters=AwsClientParameters(endpoint_url=seaweedfs.endpoint),
+        ),
+        part_size_mib=5,
+        request_checksum_calculation="when_required",
+    )
+    assert block.prefix == "nightly"
+    assert block.describe() == f"s3://{bucket}/nightly at {seaweedfs.endpoint}"
+    assert seaweedfs.secret_key not in block.describe()
+    adapter = block.get_adapter()
+    assert adapter.kind == "s3" and adapter.capabilities.storage_lock
+    assert adapter.describe() == f"s3://{bucket}/nightly"
+    adapter.test_connection()
+    info, sha = stream_upload(adapter, "job/a.dump", MIN_PART_SIZE + 3)
+    assert stream_digest(adapter, "job/a.dump") == (info.size, sha)
+    keys = [o["Key"] for o in seaweedfs.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == ["nightly/job/a.dump"]
+
+
+def test_block_with_aws_credentials_and_endpoint_field(seaweedfs: SeaweedFS, bucket: str) -> None:
+    from prefect_aws import AwsCredentials
+    from prefect_db_backup.blocks import S3Destination
+
+    good = S3Destination(
+        bucket=bucket,
+        endpoint_url=seaweedfs.endpoint,
+        credentials=AwsCredentials(
+            aws_access_key_id=seaweedfs.access_key, aws_secret_access_key=seaweedfs.secret_key
+        ),
+    )
+    good.get_adapter().write_bytes("x", b"1")
+    wrong_secret = "wrong-" + seaweedfs.secret_key[::-1]
+    bad = S3Destination(
+        bucket=bucket,
+        endpoint_url=seaweedfs.endpoint,
+        credentials=AwsCredentials(
+            aws_access_key_id=seaweedfs.access_key, aws_secret_access_key=wrong_secret
+        ),
+    )
+    with pytest.raises(AuthenticationError) as caught:
+        bad.get_adapter().read_bytes("x")
+    assert wrong_secret not in str(caught.value)
+
+
+@pytest.mark.parametrize("field,value", [("prefix", "../up"), ("prefix", "a//b"), ("bucket", "a/b")])
+def test_block_refuses_escaping_names(field: str, value: str) -> None:
+    from prefect_db_backup.blocks import S3Destination
+    from pydantic import ValidationError
+
+    options = {"bucket": "b", field: value}
+    with pytest.raises(ValidationError, match=field):
+        S3Destination(**options)
