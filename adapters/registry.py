@@ -30,6 +30,10 @@ SOURCES: dict[str, str] = {
 DESTINATIONS: dict[str, str] = {
     "local": f"{_PKG}.destinations.local:LocalAdapter",
     "s3": f"{_PKG}.destinations.s3:S3Adapter",
+    "sftp": f"{_PKG}.destinations.sftp:SFTPAdapter",
+    "smb": f"{_PKG}.destinations.smb:SMBAdapter",
+    "ftp": f"{_PKG}.destinations.ftp:FTPAdapter",
+    "webdav": f"{_PKG}.destinations.webdav:WebDAVAdapter",
 }
 
 _SOURCE_GROUP = "prefect_db_backup.sources"
