@@ -131,3 +131,23 @@ def test_reader_closed_early_does_not_poison_the_pool(ftp_server: ftpd.FTPServer
             assert reader.read(10) == b"x" * 10
         assert dest.read_bytes("big") == b"x" * (4 << 20)
         assert [i.path for i in dest.list()] == ["big"]
+
+
+def test_block_builds_a_working_adapter(ftps_server: ftpd.FTPServer) -> None:
+    from prefect_db_backup.blocks.remote_destinations import FTPDestination
+
+    root = ftps_server.fresh_root()
+    block = FTPDestination(
+        host="127.0.0.1",
+        port=ftps_server.port,
+        username=ftps_server.username,
+        password=ftps_server.password,
+        root=root,
+        ca_file=str(ftps_server.cafile),
+    )
+    with block.get_adapter() as dest:
+        assert dest.describe() == block.describe()
+        dest.test_connection()
+        dest.write_bytes("b.bin", b"block")
+        assert dest.read_bytes("b.bin") == b"block"
+    assert ftps_server.password not in repr(block)

@@ -165,3 +165,30 @@ def test_partial_file_of_a_dead_writer_is_not_listed(sftp_server: sshd.SSHServer
         writer._sftp.get_channel().close()  # type: ignore[attr-defined,union-attr]
         dest.write_bytes("job/y.dump", b"ok")
         assert {i.path for i in dest.list()} == {"job/y.dump"}
+
+
+def test_block_builds_a_verified_adapter(sftp_server: sshd.SSHServer) -> None:
+    from prefect_db_backup.blocks.remote_destinations import SFTPDestination
+    from pydantic import ValidationError
+
+    root = sftp_server.fresh_root()
+    block = SFTPDestination(
+        host="127.0.0.1",
+        port=sftp_server.port,
+        username=sftp_server.username,
+        password=sftp_server.password,
+        root=root,
+        known_hosts_path=str(sftp_server.known_hosts),
+    )
+    with block.get_adapter() as dest:
+        assert (
+            dest.describe()
+            == block.describe()
+            == f"sftp://{sftp_server.username}@127.0.0.1:{sftp_server.port}{root}"
+        )
+        dest.test_connection()
+        dest.write_bytes("b.bin", b"block")
+        assert dest.read_bytes("b.bin") == b"block"
+    assert sftp_server.password not in repr(block)
+    with pytest.raises(ValidationError, match="password or private_key"):
+        SFTPDestination(host="h", username="u")

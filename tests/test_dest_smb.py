@@ -94,3 +94,25 @@ def test_adapters_do_not_share_or_close_each_others_sessions(smb_server: smbd.SM
 def test_describe() -> None:
     dest = SMBAdapter("nas", "backups", username="bob", password="pw", root="db/prod")
     assert dest.describe() == "smb://bob@nas:445/backups/db/prod"
+
+
+def test_block_builds_a_working_adapter(smb_server: smbd.SMBServer) -> None:
+    from prefect_db_backup.blocks.remote_destinations import SMBDestination
+    from pydantic import ValidationError
+
+    block = SMBDestination(
+        server="127.0.0.1",
+        share=smb_server.share,
+        username=smb_server.username,
+        password=smb_server.password,
+        root=smb_server.fresh_root(),
+        port=smb_server.port,
+    )
+    with block.get_adapter() as dest:
+        assert dest.describe() == block.describe()
+        dest.test_connection()
+        dest.write_bytes("b.bin", b"block")
+        assert dest.read_bytes("b.bin") == b"block"
+    assert smb_server.password not in repr(block)
+    with pytest.raises(ValidationError, match="share"):
+        SMBDestination(server="h", share="a/b")

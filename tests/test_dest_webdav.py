@@ -78,3 +78,23 @@ def test_url_validation_and_describe() -> None:
         WebDAVAdapter("https://u:p@h/")
     dest = WebDAVAdapter("https://h/dav", username="u", password="pw", root="backups")
     assert dest.describe() == "https://u@h/dav/backups"
+
+
+def test_block_builds_a_working_adapter(webdav_server: webdav.WebDAVServer) -> None:
+    from prefect_db_backup.blocks.remote_destinations import WebDAVDestination
+    from pydantic import ValidationError
+
+    block = WebDAVDestination(
+        url=webdav_server.url,
+        username=webdav_server.username,
+        password=webdav_server.password,
+        root=webdav_server.fresh_root(),
+    )
+    with block.get_adapter() as dest:
+        assert dest.describe() == block.describe()
+        dest.test_connection()
+        dest.write_bytes("b.bin", b"block")
+        assert dest.read_bytes("b.bin") == b"block"
+    assert webdav_server.password not in repr(block)
+    with pytest.raises(ValidationError, match="root"):
+        WebDAVDestination(url=webdav_server.url, root="a/../b")
