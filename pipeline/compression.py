@@ -35,6 +35,10 @@ _BROTLI_MIN_BLOCK = 64 << 10
 # brotli's output limit is checked per allocation block (blocks double in size), so one call may return up
 # to about twice the limit: asking for half a piece keeps every piece within DECOMPRESS_PIECE.
 _BROTLI_OUTPUT_LIMIT = DECOMPRESS_PIECE // 2
+#: Compressed bytes handed to zstd per call: worst case (run-length blocks of 3-4 bytes per 128 KiB) this
+#: bounds one output piece to 32 MiB; for ordinary dumps a piece is a few KiB (smaller slices cost
+#: restore throughput: 256 bytes halved it on poorly compressible data).
+_ZSTD_INPUT_SLICE = 1024
 _GZIP_WBITS = 31  # zlib's "gzip wrapper" mode: a real gzip member (RFC 1952), not a raw or zlib stream.
 
 
@@ -71,6 +75,14 @@ class Decompressor(Stage):
             IntegrityError: The input is not a valid stream of this codec.
         """
         raise NotImplementedError
+
+    def iter_process(self, data: bytes) -> Iterator[bytes]:
+        """Decompress one chunk piece by piece (see :meth:`pieces`)."""
+        return self.pieces(data)
+
+    def iter_finish(self) -> Iterator[bytes]:
+        """Finish piece by piece (see :meth:`finish_pieces`)."""
+        return self.finish_pieces()
 
     def finish_pieces(self) -> Iterator[bytes]:
         """Yield the remaining output; raise if the stream is incomplete.
@@ -160,6 +172,13 @@ class _GzipDecompressor(Decompressor):
         self._seen_member = False
 
     def pieces(self, data: bytes) -> Iterator[bytes]:
+        # python-zstandard has no output limit per call, so the input is fed in small slices: a zstd block
+        # expands to at most 128 KiB, which bounds one piece even for the most compressible data.
+        view = memoryview(data)
+        for start in range(0, len(view), _ZSTD_INPUT_SLICE):
+            yield from self._decompress(view[start : start + _ZSTD_INPUT_SLICE].tobytes())
+
+    def _decompress(self, data: bytes) -> Iterator[bytes]:
         pending = data
         while pending:
             if self._z.eof:
@@ -310,6 +329,13 @@ class _ZstdDecompressor(Decompressor):
         self._seen_frame = False
 
     def pieces(self, data: bytes) -> Iterator[bytes]:
+        # python-zstandard has no output limit per call, so the input is fed in small slices: a zstd block
+        # expands to at most 128 KiB, which bounds one piece even for the most compressible data.
+        view = memoryview(data)
+        for start in range(0, len(view), _ZSTD_INPUT_SLICE):
+            yield from self._decompress(view[start : start + _ZSTD_INPUT_SLICE].tobytes())
+
+    def _decompress(self, data: bytes) -> Iterator[bytes]:
         pending = data
         while pending:
             if self._z.eof:

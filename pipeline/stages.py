@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 
@@ -35,6 +35,18 @@ class Stage(ABC):
     def result(self) -> dict[str, Any]:
         """Facts about the stream worth recording (only valid after :meth:`finish`)."""
         return {}
+
+    def iter_process(self, data: bytes) -> Iterator[bytes]:
+        """Like :meth:`process`, but may hand out the output in bounded pieces (decompressors do)."""
+        out = self.process(data)
+        if out:
+            yield out
+
+    def iter_finish(self) -> Iterator[bytes]:
+        """Like :meth:`finish`, but may hand out the output in bounded pieces."""
+        out = self.finish()
+        if out:
+            yield out
 
 
 class CountStage(Stage):
@@ -108,8 +120,28 @@ def transform(chunks: Iterable[bytes], stages: Sequence[Stage]) -> Iterable[byte
         yield tail
 
 
+def iter_apply(stages: Sequence[Stage], data: bytes) -> Iterator[bytes]:
+    """Run one chunk through ``stages`` lazily, piece by piece, so no stage's whole output is ever held."""
+    if not stages:
+        if data:
+            yield data
+        return
+    for piece in stages[0].iter_process(data):
+        yield from iter_apply(stages[1:], piece)
+
+
+def iter_finish(stages: Sequence[Stage]) -> Iterator[bytes]:
+    """Finish ``stages`` lazily: each stage's tail passes the later stages before they finish."""
+    for index, stage in enumerate(stages):
+        for piece in stage.iter_finish():
+            yield from iter_apply(stages[index + 1 :], piece)
+
+
 class StageReader:
     """A readable stream that applies stages to another readable stream (for restores and decrypt).
+
+    Output is produced lazily, piece by piece, so memory stays bounded by the stages' piece sizes even when
+    a small chunk of input expands enormously (a highly compressible dump).
 
     Args:
         raw: The stream to read from.
@@ -122,17 +154,20 @@ class StageReader:
         self._stages = list(stages)
         self._chunk_size = chunk_size
         self._buffer = bytearray()
-        self._done = False
+        self._pieces = self._produce()
+
+    def _produce(self) -> Iterator[bytes]:
+        while chunk := self._raw.read(self._chunk_size):
+            yield from iter_apply(self._stages, chunk)
+        yield from iter_finish(self._stages)
 
     def read(self, size: int = -1) -> bytes:
         """Return up to ``size`` transformed bytes (all remaining when negative); ``b""`` at the end."""
-        while not self._done and (size < 0 or len(self._buffer) < size):
-            chunk = self._raw.read(self._chunk_size)
-            if chunk:
-                self._buffer += apply(self._stages, chunk)
-            else:
-                self._buffer += finish(self._stages)
-                self._done = True
+        while size < 0 or len(self._buffer) < size:
+            piece = next(self._pieces, None)
+            if piece is None:
+                break
+            self._buffer += piece
         if size < 0:
             size = len(self._buffer)
         out = bytes(self._buffer[:size])
@@ -140,9 +175,11 @@ class StageReader:
         return out
 
     def readable(self) -> bool:
+        """Return True: the stream can be read."""
         return True
 
     def close(self) -> None:
+        """Close the underlying stream."""
         self._raw.close()
 
     def __enter__(self) -> StageReader:

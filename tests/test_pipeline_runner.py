@@ -15,7 +15,7 @@ from prefect_db_backup.pipeline.compression import get_codec
 from prefect_db_backup.pipeline.encryption import DecryptStage, EncryptStage
 from prefect_db_backup.pipeline.keys import generate_key
 from prefect_db_backup.pipeline.runner import AllWritersFailedError, pump
-from prefect_db_backup.pipeline.stages import StageReader
+from prefect_db_backup.pipeline.stages import StageReader, transform
 
 
 class _Generated(io.RawIOBase):
@@ -108,3 +108,24 @@ def test_memory_stays_bounded_for_a_large_stream(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 32 << 20, f"peak traced memory {peak} bytes for a 256 MiB stream"
+
+
+def test_stage_reader_keeps_memory_bounded_for_extreme_compression_ratios() -> None:
+    """512 MiB of zeros compress to a few KiB; reading them back must never hold the expansion at once."""
+    key = generate_key()
+    compressed = b"".join(
+        transform((bytes(1 << 20) for _ in range(512)), [get_codec("zstd").compressor(3), EncryptStage(key)])
+    )
+    assert len(compressed) < 1 << 20
+    tracemalloc.start()
+    try:
+        total = 0
+        reader = StageReader(io.BytesIO(compressed), [DecryptStage(key), get_codec("zstd").decompressor()])
+        while chunk := reader.read(1 << 20):
+            total += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == 512 << 20
+    # one zstd piece is at most 32 MiB (see pipeline.compression); the 512 MiB are never held at once
+    assert peak < 100 << 20, f"peak traced memory {peak} bytes"
