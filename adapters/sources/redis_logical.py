@@ -9,11 +9,11 @@ Format (plain RESP, the wire protocol ``redis-cli --pipe`` replays):
   in Unix milliseconds of the server's clock (``ABSTTL``), like an RDB snapshot, so a key expires at the
   same moment whenever the dump is restored (an old backup's expired keys are not resurrected).
 
-How it is produced: ``SCAN`` over the database in batches; per batch one pipeline of ``DUMP`` + ``PTTL`` per
-key. Memory is bounded by one batch. Keys deleted or expired between ``SCAN`` and ``DUMP`` are skipped;
-SCAN's guarantees apply (a key present for the whole dump is included; keys written during it may or may
-not be; no point-in-time snapshot: use the RDB mode for that). ``DUMP`` payloads carry the RDB version of
-the server: restore into the same or a newer Redis version.
+How it is produced: ``SCAN`` over the database in batches; ``DUMP`` + ``PTTL`` pipelined for
+:data:`PIPELINE_KEYS` keys at a time, so memory is bounded by that many values. Keys deleted or expired
+between ``SCAN`` and ``DUMP`` are skipped. SCAN's guarantees apply: a key present for the whole dump is
+included; keys written during it may or may not be; there is no point-in-time snapshot (use the RDB mode
+for that). ``DUMP`` payloads carry the RDB version of the server: restore into the same or a newer Redis.
 
 Replay by hand: ``REDISCLI_AUTH=... redis-cli -h HOST --pipe < db0.resp``.
 
@@ -35,8 +35,10 @@ from redis import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-#: Keys requested per SCAN call and dumped per pipeline round trip.
+#: Keys requested per SCAN call.
 SCAN_BATCH = 200
+#: Keys whose DUMP payloads are fetched per pipeline round trip (bounds memory to this many values).
+PIPELINE_KEYS = 16
 #: Environment variable through which the exporter child receives the password.
 PASSWORD_ENV = "PDB_REDIS_PASSWORD"
 
@@ -65,14 +67,17 @@ def export_commands(client: Redis, db: int, batch: int = SCAN_BATCH) -> Iterator
     cursor = 0
     while True:
         cursor, keys = client.scan(cursor=cursor, count=batch)
-        if keys:
+        # DUMP payloads are as large as the values: fetch them a few keys per round trip so memory stays
+        # bounded by PIPELINE_KEYS values, not by a whole SCAN batch.
+        for start in range(0, len(keys), PIPELINE_KEYS):
+            group = keys[start : start + PIPELINE_KEYS]
             pipe = client.pipeline(transaction=False)
-            for key in keys:
+            for key in group:
                 pipe.dump(key)
                 pipe.pttl(key)
             results = pipe.execute()
             now_ms = int(time.time() * 1000) + offset_ms
-            for index, key in enumerate(keys):
+            for index, key in enumerate(group):
                 payload, pttl = results[2 * index], results[2 * index + 1]
                 if payload is None or pttl == -2:
                     continue  # deleted or expired since SCAN
