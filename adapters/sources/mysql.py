@@ -9,6 +9,8 @@ What a dump contains and how it restores:
   into any database: :meth:`MySQLAdapter.restore` runs the ``mariadb``/``mysql`` client against the target
   database (which must exist, and should be empty) and feeds it the dump on stdin. By hand:
   ``mariadb --binary-mode TARGET < app.sql``.
+- Binary columns are written as hex, which doubles their size in a statement: the restore server's
+  ``max_allowed_packet`` must exceed twice the largest binary value (the clients are given 1 GiB).
 - Objects keep their ``DEFINER``; restoring routines, views, triggers and events defined by another account
   needs a user allowed to set that definer (``SUPER`` or ``SET USER``), as with any mysqldump restore.
 - The password reaches the tools in a private option file (mode 0600, removed afterwards) passed as
