@@ -10,10 +10,10 @@ The server's host key is verified by default against a known_hosts file (``known
 ``~/.ssh/known_hosts``) or a pinned key (``host_key``: an OpenSSH public key line or a ``SHA256:``
 fingerprint). ``insecure_skip_host_key_check=True`` accepts any key and logs a warning.
 
-One SSH connection per adapter, opened on first use and reopened if it dropped. Metadata operations share
-one SFTP channel; every writer and reader opens its own channel on that connection, so concurrent uploads
-from threads do not share SFTP state (each needs a session slot: OpenSSH allows 10 per connection by
-default). Retries are not done here (see :mod:`prefect_db_backup.adapters.retry`).
+One SSH connection per adapter, opened on first use and reopened if it dropped. Every operation, writer and
+reader borrows an SFTP channel of its own on that connection (idle channels are kept for reuse), so
+concurrent uploads from threads never share SFTP state; each open channel takes a session slot (OpenSSH
+allows 10 per connection by default). Retries are not done here (see :mod:`prefect_db_backup.adapters.retry`).
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 #: Bytes a reader fetches ahead (in parallel 32 KiB requests); also its memory bound.
 READ_WINDOW = 4 << 20
+#: Idle SFTP channels kept open for reuse (each is an SSH session; OpenSSH allows 10 by default).
+CHANNEL_POOL = 4
 _NET_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.EPIPE, errno.ECONNRESET}
 
 
@@ -159,7 +161,7 @@ class SFTPAdapter(Destination):
             self._parse_host_key(host_key.strip())
         self._lock = threading.RLock()
         self._client: paramiko.SSHClient | None = None
-        self._sftp: paramiko.SFTPClient | None = None
+        self._idle: list[paramiko.SFTPClient] = []
 
     # -- connection ----------------------------------------------------------------------------------
 
@@ -241,12 +243,9 @@ class SFTPAdapter(Destination):
             return self._client
 
     def _drop(self) -> None:
-        if self._sftp is not None:
-            try:
-                self._sftp.close()
-            except Exception:
-                logger.debug("closing SFTP channel failed", exc_info=True)
-            self._sftp = None
+        idle, self._idle = self._idle, []
+        for sftp in idle:
+            _quiet_close(sftp)
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -262,12 +261,47 @@ class SFTPAdapter(Destination):
             channel.settimeout(self.timeout)
         return sftp
 
-    def _shared(self) -> paramiko.SFTPClient:
+    def _acquire(self) -> paramiko.SFTPClient:
+        """Take an idle SFTP channel of the current connection, or open one."""
         with self._lock:
-            self._transport()  # reconnects (and forgets the shared channel) if the connection dropped
-            if self._sftp is None:
-                self._sftp = self._open_channel()
-            return self._sftp
+            self._transport()  # reconnects (and forgets idle channels) if the connection dropped
+            if self._idle:
+                return self._idle.pop()
+        return self._open_channel()
+
+    def _release(self, sftp: paramiko.SFTPClient, *, healthy: bool) -> None:
+        """Give a channel back for reuse, or close it if it saw a failure or the pool is full."""
+        with self._lock:
+            channel = sftp.get_channel()
+            transport = self._client.get_transport() if self._client is not None else None
+            if (
+                healthy
+                and channel is not None
+                and not channel.closed
+                and transport is not None
+                and channel.get_transport() is transport
+                and len(self._idle) < CHANNEL_POOL
+            ):
+                self._idle.append(sftp)
+                return
+        _quiet_close(sftp)
+
+    @contextlib.contextmanager
+    def _channel(self) -> Iterator[paramiko.SFTPClient]:
+        """Borrow a channel for one metadata operation."""
+        sftp = self._acquire()
+        healthy = False
+        try:
+            yield sftp
+            healthy = True
+        except OSError as exc:
+            # A status reply (no such file, permission denied) leaves the channel usable.
+            healthy = isinstance(exc, (FileNotFoundError, PermissionError)) or (
+                type(exc) is OSError and exc.errno is None
+            )
+            raise
+        finally:
+            self._release(sftp, healthy=healthy)
 
     def close(self) -> None:
         """Close the SSH connection."""
@@ -363,7 +397,7 @@ class SFTPAdapter(Destination):
     def open_reader(self, path: str) -> BinaryIO:
         """Open ``path`` for streamed reading with a bounded read-ahead window."""
         validate_path(path)
-        sftp = self._open_channel()
+        sftp = self._acquire()
         try:
             full = self._full(path)
             attrs = sftp.stat(full)
@@ -371,17 +405,18 @@ class SFTPAdapter(Destination):
                 raise NotFoundError(f"SFTP read: {self.describe()}/{path} is a folder, not an object")
             handle = sftp.open(full, "rb")
         except BaseException as exc:
-            sftp.close()
+            self._release(sftp, healthy=isinstance(exc, (FileNotFoundError, NotFoundError)))
             if isinstance(exc, Exception):
                 self._raise(exc, "open for reading", path)
             raise
-        return cast(BinaryIO, _SFTPReader(sftp, handle, attrs.st_size or 0))
+        return cast(BinaryIO, _SFTPReader(self, sftp, handle, attrs.st_size or 0))
 
     def stat(self, path: str) -> ObjectInfo:
         """Describe ``path``; a folder or a missing file raises NotFoundError."""
         validate_path(path)
         try:
-            attrs = self._shared().stat(self._full(path))
+            with self._channel() as sftp:
+                attrs = sftp.stat(self._full(path))
         except Exception as exc:
             self._raise(exc, "stat", path)
         if stat_mod.S_ISDIR(attrs.st_mode or 0):
@@ -395,7 +430,8 @@ class SFTPAdapter(Destination):
 
     def _list_dir(self, rel: str) -> Sequence[Entry] | None:
         try:
-            attrs = self._shared().listdir_attr(self._full(rel))
+            with self._channel() as sftp:
+                attrs = sftp.listdir_attr(self._full(rel))
         except FileNotFoundError:
             return None
         except Exception as exc:
@@ -415,11 +451,19 @@ class SFTPAdapter(Destination):
         """Remove ``path``; a missing file is not an error."""
         validate_path(path)
         try:
-            self._shared().remove(self._full(path))
+            with self._channel() as sftp:
+                sftp.remove(self._full(path))
         except FileNotFoundError:
             return
         except Exception as exc:
             self._raise(exc, "delete", path)
+
+
+def _quiet_close(sftp: paramiko.SFTPClient) -> None:
+    try:
+        sftp.close()
+    except Exception:
+        logger.debug("closing SFTP channel failed", exc_info=True)
 
 
 def _mtime(attrs: paramiko.SFTPAttributes) -> datetime | None:
@@ -437,13 +481,13 @@ class _SFTPWriter(ObjectWriter):
         self._final = dest._full(path)
         self._size = 0
         self._done = False
-        self._sftp = dest._open_channel()
+        self._sftp = dest._acquire()
         try:
             dest._mkdirs(self._sftp, path)
             self._file: paramiko.SFTPFile | None = self._sftp.open(self._temp, "wb")
             self._file.set_pipelined(True)
         except BaseException as exc:
-            self._sftp.close()
+            dest._release(self._sftp, healthy=False)
             if isinstance(exc, Exception):
                 dest._raise(exc, "start upload", path)
             raise
@@ -477,7 +521,7 @@ class _SFTPWriter(ObjectWriter):
             self.abort()
             dest._raise(exc, "commit", self.path)
         self._done = True
-        self._sftp.close()
+        dest._release(self._sftp, healthy=True)
         return ObjectInfo(path=self.path, size=self._size, modified=_mtime(attrs))
 
     def _rename(self) -> None:
@@ -531,17 +575,18 @@ class _SFTPWriter(ObjectWriter):
             pass
         except Exception:
             logger.warning("could not remove temporary file %s on %s", self._temp, self._dest.describe())
-        try:
-            self._sftp.close()
-        except Exception:
-            logger.debug("closing SFTP channel failed", exc_info=True)
+        self._dest._release(self._sftp, healthy=False)
 
 
 class _SFTPReader(io.RawIOBase):
     """Streams a remote file with a bounded read-ahead window of parallel requests."""
 
-    def __init__(self, sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile, size: int) -> None:
+    def __init__(
+        self, dest: SFTPAdapter, sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile, size: int
+    ) -> None:
+        self._dest = dest
         self._sftp = sftp
+        self._healthy = True
         self._handle = handle
         self._size = size
         self._offset = 0
@@ -559,6 +604,7 @@ class _SFTPReader(io.RawIOBase):
         try:
             chunk = b"".join(self._handle.readv([(self._offset, length)]))
         except Exception as exc:
+            self._healthy = False
             raise ConnectionFailedError(f"SFTP read failed at offset {self._offset}: {exc}") from exc
         if not chunk:
             self._size = self._offset
@@ -590,9 +636,10 @@ class _SFTPReader(io.RawIOBase):
         if not self.closed:
             try:
                 self._handle.close()
-                self._sftp.close()
             except Exception:
+                self._healthy = False
                 logger.debug("closing SFTP reader failed", exc_info=True)
+            self._dest._release(self._sftp, healthy=self._healthy)
         super().close()
 
 
