@@ -388,3 +388,30 @@ def test_block_builds_the_adapter_without_leaking_the_password() -> None:
     assert adapter.client_settings()["password"] == "blk-secret"
     assert block.describe() == adapter.describe() == "mongodb://u@h:27017/"
     assert "blk-secret" not in repr(block)
+
+
+def test_restore_picks_the_format_from_the_bytes(
+    server: MongoServer,
+    source: MongoDBAdapter,
+    new_database: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A tar restores through the importer even when the unit says archive (mongodump installed since)."""
+    src, dst = new_database(), new_database()
+    load_awkward_data(server, src)
+    data = dump_bytes(source, src)
+    archive_unit = source.database_unit(src).__class__(src, "database", "archive", src, ARCHIVE_FORMAT)
+    source.restore(archive_unit, io.BytesIO(data), target_database=dst)
+    assert snapshot(server, dst) == snapshot(server, src)
+    # And archive bytes go to mongorestore (a stand-in recording its arguments and input), renamed.
+    record = tmp_path / "stdin"
+    fake = tmp_path / "mongorestore"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\ncat > {record}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    archive = bytes.fromhex("6de29981") + b"rest of an archive" * 1000
+    source.restore(archive_unit, io.BytesIO(archive), target_database="copy")
+    assert record.read_bytes() == archive
+    args = (tmp_path / "args").read_text()
+    assert f"--nsFrom={src}.*" in args and "--nsTo=copy.*" in args

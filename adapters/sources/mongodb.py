@@ -56,6 +56,37 @@ _TOOL_HINT = "install the MongoDB Database Tools (mongodump, mongorestore) from 
 _AUTH_CODES = {11, 13, 18, 8000}  # UserNotFound, Unauthorized, AuthenticationFailed, Atlas auth
 
 
+#: First bytes of every mongodump archive (its magic number, little-endian 0x8199e26d).
+ARCHIVE_MAGIC = bytes.fromhex("6de29981")
+
+
+def _read_head(stream: BinaryIO, size: int) -> bytes:
+    head = b""
+    while len(head) < size:
+        chunk = stream.read(size - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+class _Prefixed:
+    """A readable stream: ``head`` followed by the rest of ``stream``."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = head
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size < 0:
+                data, self._head = self._head + self._stream.read(), b""
+                return data
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._stream.read(size)
+
+
 def redact_uri(uri: str) -> str:
     """A connection string without its password (``mongodb://user@host/...``)."""
     parts = urlsplit(uri)
@@ -323,6 +354,9 @@ class MongoDBAdapter(Source):
     def restore(self, unit: DumpUnit, stream: BinaryIO, *, target_database: str | None = None) -> None:
         """Restore one database dump into ``target_database`` (default: its own name), which should be empty.
 
+        The format is recognised from the dump's first bytes (a mongodump archive's magic number, else a
+        tar for the built-in importer), not from ``unit.format``.
+
         Raises:
             ConfigurationError: If the dump is a mongodump archive and mongorestore is not installed.
             RestoreFailedError: If the restore fails.
@@ -331,7 +365,11 @@ class MongoDBAdapter(Source):
         if not database:
             raise RestoreFailedError(f"{self.describe()}: no target database for {unit.name!r}")
         source_db = unit.database or database
-        if unit.format == ARCHIVE_FORMAT:
+        # The bytes say which format this is, whatever this adapter would choose for a new dump today
+        # (mongodump may have been installed or removed since the backup was made).
+        head = _read_head(stream, len(ARCHIVE_MAGIC))
+        stream = _Prefixed(head, stream)  # type: ignore[assignment]
+        if head == ARCHIVE_MAGIC:
             with private_file(self.tool_config(), suffix=".yaml") as config:
                 run_restore(
                     self.mongorestore_argv(source_db, database, config),
@@ -340,8 +378,6 @@ class MongoDBAdapter(Source):
                     secrets=self._secrets,
                 )
             return
-        if unit.format != TAR_FORMAT:
-            raise RestoreFailedError(f"{self.describe()}: unknown MongoDB dump format {unit.format!r}")
         with self._client() as client:
             try:
                 import_archive(client, stream, database)
