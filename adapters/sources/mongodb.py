@@ -234,7 +234,9 @@ class MongoDBAdapter(Source):
     def list_databases(self) -> list[str]:
         """User databases, without ``admin``, ``local`` and ``config``."""
         with self._client() as client:
-            names = sorted(client.list_database_names())
+            # authorizedDatabases: a user allowed only some databases can still list (and back up) those.
+            listing = client.list_databases(nameOnly=True, authorizedDatabases=True)
+            names = sorted(str(entry["name"]) for entry in listing)
         return [name for name in names if name not in self.system_databases]
 
     def _require_database(self, database: str) -> None:
