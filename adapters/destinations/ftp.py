@@ -32,6 +32,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, NoReturn, cast
@@ -53,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 #: Idle logged-in connections kept for reuse.
 POOL_SIZE = 8
+#: A pooled connection idle for longer than this is checked with NOOP before reuse.
+IDLE_CHECK_SECONDS = 10.0
 _LIST_RE = re.compile(
     r"^(?P<type>[-dlbcps])\S*\s+\d+\s+\S+\s+\S+\s+(?P<size>\d+)\s+"
     r"\w{3}\s+\d{1,2}\s+(?:\d{1,2}:\d{2}|\d{4})\s(?P<name>.+)$"
@@ -146,7 +149,8 @@ class FTPAdapter(Destination):
                 self._context.verify_mode = ssl.CERT_NONE
                 logger.warning("FTPS certificate verification is DISABLED for %s", self.describe())
         self._lock = threading.Lock()
-        self._idle: list[ftplib.FTP] = []
+        self._idle: list[tuple[ftplib.FTP, float]] = []
+        self._known_dirs: set[str] = set()
         self._mlst: bool | None = None
         self._closed = False
 
@@ -203,10 +207,11 @@ class FTPAdapter(Destination):
         with self._lock:
             if self._closed:
                 raise ConfigurationError(f"{self.describe()} is closed")
-            conn = self._idle.pop() if self._idle else None
+            conn, last_used = self._idle.pop() if self._idle else (None, 0.0)
         if conn is not None:
             try:
-                conn.voidcmd("NOOP")
+                if time.monotonic() - last_used > IDLE_CHECK_SECONDS:  # servers drop idle sessions
+                    conn.voidcmd("NOOP")
                 return conn
             except Exception:
                 with contextlib.suppress(Exception):
@@ -216,7 +221,7 @@ class FTPAdapter(Destination):
     def _release(self, conn: ftplib.FTP) -> None:
         with self._lock:
             if not self._closed and len(self._idle) < POOL_SIZE:
-                self._idle.append(conn)
+                self._idle.append((conn, time.monotonic()))
                 return
         self._discard(conn)
 
@@ -241,7 +246,7 @@ class FTPAdapter(Destination):
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             with contextlib.suppress(Exception):
                 conn.quit()
             self._discard(conn)
@@ -281,17 +286,20 @@ class FTPAdapter(Destination):
             return self.root or "."
         return posixpath.join(self.root, rel) if self.root else rel
 
-    def _mkdirs(self, conn: ftplib.FTP, rel_path: str) -> None:
+    def _mkdirs(self, conn: ftplib.FTP, rel_path: str, *, trust_cache: bool = True) -> None:
+        """Create the folders above ``rel_path`` (the root included), skipping those made before."""
         parent = posixpath.dirname(self._full(rel_path))
         if parent in ("", "/", "."):
             return
         parts = parent.split("/")
         for i in range(1, len(parts) + 1):
             folder = "/".join(parts[:i])
-            if folder:
-                # 550/521 when it exists already; a real failure shows up on STOR.
-                with contextlib.suppress(ftplib.error_perm):
-                    conn.mkd(folder)
+            if not folder or (trust_cache and folder in self._known_dirs):
+                continue
+            # 550/521 when it exists already; a real failure shows up on STOR.
+            with contextlib.suppress(ftplib.error_perm):
+                conn.mkd(folder)
+            self._known_dirs.add(folder)
 
     def _stat_full(self, conn: ftplib.FTP, full: str) -> Entry | None:
         """Describe a path, or None if it does not exist."""
@@ -461,7 +469,12 @@ class _FTPWriter(ObjectWriter):
         self._conn: ftplib.FTP | None = dest._acquire()
         try:
             dest._mkdirs(self._conn, path)
-            self._sock: socket.socket | None = self._conn.transfercmd(f"STOR {self._temp}")
+            try:
+                self._sock: socket.socket | None = self._conn.transfercmd(f"STOR {self._temp}")
+            except ftplib.error_perm:
+                # A folder remembered as created may have been removed since: create again, once.
+                dest._mkdirs(self._conn, path, trust_cache=False)
+                self._sock = self._conn.transfercmd(f"STOR {self._temp}")
         except BaseException as exc:
             self._cleanup(discard=True)
             if isinstance(exc, Exception):
