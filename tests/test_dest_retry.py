@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -246,8 +247,8 @@ def moto_endpoint() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def s3(moto_endpoint: str) -> Iterator[S3Adapter]:
+@pytest.fixture(params=[1, 2], ids=["sequential-parts", "concurrent-parts"])
+def s3(moto_endpoint: str, request: pytest.FixtureRequest) -> Iterator[S3Adapter]:
     urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).close()
     adapter = S3Adapter(
         "faults",
@@ -257,6 +258,7 @@ def s3(moto_endpoint: str) -> Iterator[S3Adapter]:
         region="us-east-1",
         part_size=MIN_PART_SIZE,
         retry_policy=FAST,
+        upload_concurrency=request.param,
     )
     adapter.client.create_bucket(Bucket="faults")
     yield adapter
@@ -264,24 +266,34 @@ def s3(moto_endpoint: str) -> Iterator[S3Adapter]:
 
 
 class FaultInjector:
-    """Answers chosen S3 operations with canned failures before they reach the server."""
+    """Answers chosen S3 operations with canned failures before they reach the server.
+
+    A plan is called with (attempt, request, part number): for UploadPart the attempt counts that part's
+    attempts (parts upload concurrently, so a global count would be racy); otherwise the operation's.
+    """
 
     def __init__(self, client: Any) -> None:
         self.attempts: dict[str, int] = {}
-        self._plans: dict[str, Callable[[int, Any], AWSResponse | None]] = {}
+        self.part_attempts: dict[int, int] = {}
+        self._plans: dict[str, Callable[[int, Any, int | None], AWSResponse | None]] = {}
         self._lock = threading.Lock()
         client.meta.events.register("before-send.s3.*", self._before_send)
 
-    def plan(self, operation: str, fn: Callable[[int, Any], AWSResponse | None]) -> None:
+    def plan(self, operation: str, fn: Callable[[int, Any, int | None], AWSResponse | None]) -> None:
         self._plans[operation] = fn
 
     def _before_send(self, request: Any, **kwargs: Any) -> AWSResponse | None:
         operation = kwargs["event_name"].rsplit(".", 1)[-1]
+        part: int | None = None
         with self._lock:
             self.attempts[operation] = self.attempts.get(operation, 0) + 1
             attempt = self.attempts[operation]
+            if operation == "UploadPart":
+                part = int(parse_qs(urlsplit(request.url).query)["partNumber"][0])
+                self.part_attempts[part] = self.part_attempts.get(part, 0) + 1
+                attempt = self.part_attempts[part]
         plan = self._plans.get(operation)
-        return plan(attempt, request) if plan else None
+        return plan(attempt, request, part) if plan else None
 
 
 class _Raw:
@@ -304,16 +316,18 @@ def uploads_in_progress(adapter: S3Adapter) -> list[Any]:
 
 def test_transient_500s_on_upload_part_are_retried(s3: S3Adapter, caplog: pytest.LogCaptureFixture) -> None:
     faults = FaultInjector(s3.client)
-    # The 2nd and 3rd UploadPart requests (part 2, twice) fail with 500, then part 2 goes through.
+    # Part 2 fails twice with 500, then goes through.
     faults.plan(
         "UploadPart",
-        lambda n, req: error_response(req, 500, "InternalError", "try again") if n in (2, 3) else None,
+        lambda n, req, part: (
+            error_response(req, 500, "InternalError", "try again") if part == 2 and n <= 2 else None
+        ),
     )
     size = 3 * MIN_PART_SIZE + 1000
     with caplog.at_level(logging.WARNING, logger="prefect_db_backup.adapters.retry"):
         info, sha = stream_upload(s3, "job/big.dump", size)
     assert info.size == size
-    assert faults.attempts["UploadPart"] == 4 + 2
+    assert faults.part_attempts == {1: 1, 2: 3, 3: 1, 4: 1}
     assert stream_digest(s3, "job/big.dump") == (size, sha)
     assert uploads_in_progress(s3) == []
     retries = [r.getMessage() for r in caplog.records if "upload part 2" in r.getMessage()]
@@ -323,24 +337,24 @@ def test_transient_500s_on_upload_part_are_retried(s3: S3Adapter, caplog: pytest
 def test_connection_reset_on_upload_part_is_retried(s3: S3Adapter) -> None:
     faults = FaultInjector(s3.client)
 
-    def reset(n: int, request: Any) -> None:
-        if n == 1:
+    def reset(n: int, request: Any, part: int | None) -> None:
+        if part == 1 and n == 1:
             raise botocore.exceptions.ConnectionClosedError(endpoint_url=request.url)
 
     faults.plan("UploadPart", reset)
     info, sha = stream_upload(s3, "reset.dump", 2 * MIN_PART_SIZE + 5)
     assert stream_digest(s3, "reset.dump") == (info.size, sha)
-    assert faults.attempts["UploadPart"] == 3 + 1
+    assert faults.part_attempts == {1: 2, 2: 1, 3: 1}
 
 
 def test_access_denied_fails_at_once_and_aborts(s3: S3Adapter) -> None:
     faults = FaultInjector(s3.client)
-    faults.plan("UploadPart", lambda n, req: error_response(req, 403, "AccessDenied", "Access Denied"))
+    faults.plan("UploadPart", lambda n, req, part: error_response(req, 403, "AccessDenied", "Access Denied"))
     writer = s3.open_writer("denied.dump")
     with pytest.raises(AuthenticationError, match="refused the credentials"), writer:
         for piece in PatternStream(2 * MIN_PART_SIZE + 5).pieces():
             writer.write(piece)
-    assert faults.attempts["UploadPart"] == 1, "a permanent failure must not be retried"
+    assert set(faults.part_attempts.values()) == {1}, "a permanent failure must not be retried"
     assert faults.attempts.get("AbortMultipartUpload") == 1
     assert uploads_in_progress(s3) == []
     assert list(s3.list()) == []
@@ -350,20 +364,22 @@ def test_exhausted_retries_fail_and_leave_no_parts(s3: S3Adapter) -> None:
     faults = FaultInjector(s3.client)
     faults.plan(
         "UploadPart",
-        lambda n, req: error_response(req, 503, "SlowDown", "reduce your rate") if n > 1 else None,
+        lambda n, req, part: error_response(req, 503, "SlowDown", "reduce your rate") if part == 2 else None,
     )
     with pytest.raises(TransientStorageError, match="SlowDown"), s3.open_writer("slow.dump") as writer:
         for piece in PatternStream(3 * MIN_PART_SIZE).pieces():
             writer.write(piece)
         writer.commit()
-    assert faults.attempts["UploadPart"] == 1 + FAST.attempts
+    assert faults.part_attempts[1] == 1 and faults.part_attempts[2] == FAST.attempts
     assert uploads_in_progress(s3) == []
     assert not s3.exists("slow.dump")
 
 
 def test_failure_on_complete_aborts_the_upload(s3: S3Adapter) -> None:
     faults = FaultInjector(s3.client)
-    faults.plan("CompleteMultipartUpload", lambda n, req: error_response(req, 500, "InternalError", "boom"))
+    faults.plan(
+        "CompleteMultipartUpload", lambda n, req, part: error_response(req, 500, "InternalError", "boom")
+    )
     with pytest.raises(TransientStorageError), s3.open_writer("c.dump") as writer:
         for piece in PatternStream(MIN_PART_SIZE + 1).pieces():
             writer.write(piece)
@@ -376,7 +392,9 @@ def test_failure_on_complete_aborts_the_upload(s3: S3Adapter) -> None:
 def test_retrying_destination_over_s3_retries_throttled_head(s3: S3Adapter) -> None:
     s3.write_bytes("h.bin", b"hello")
     faults = FaultInjector(s3.client)
-    faults.plan("HeadObject", lambda n, req: error_response(req, 503, "SlowDown", "slow") if n <= 2 else None)
+    faults.plan(
+        "HeadObject", lambda n, req, part: error_response(req, 503, "SlowDown", "slow") if n <= 2 else None
+    )
     sleeps: list[float] = []
     dest = RetryingDestination(s3, FAST, sleep=sleeps.append)
     assert dest.stat("h.bin").size == 5

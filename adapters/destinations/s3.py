@@ -33,10 +33,12 @@ Errors are translated at this boundary (see :func:`translate_error`) and never c
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Literal, cast
 
@@ -230,6 +232,8 @@ class S3Adapter(Destination):
         connect_timeout: Seconds to wait for a connection.
         read_timeout: Seconds to wait for data on a connection.
         redact: Further secret values to keep out of error messages (those behind ``client_factory``).
+        upload_concurrency: Parts uploaded at once while the next one fills (1 to 16). Memory per upload
+            is at most ``(upload_concurrency + 1) * part_size``; 1 uploads each part before filling the next.
     """
 
     kind = "s3"
@@ -255,6 +259,7 @@ class S3Adapter(Destination):
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         redact: tuple[str, ...] = (),
+        upload_concurrency: int = 2,
     ) -> None:
         if not bucket or "/" in bucket:
             raise ConfigurationError(f"bucket {bucket!r} is not a bucket name")
@@ -276,8 +281,11 @@ class S3Adapter(Destination):
             )
         if (access_key_id is None) != (secret_access_key is None) and client_factory is None:
             raise ConfigurationError("give both access_key_id and secret_access_key, or neither")
+        if not 1 <= upload_concurrency <= 16:
+            raise ConfigurationError(f"upload_concurrency {upload_concurrency} must be between 1 and 16")
         self.bucket = bucket
         self.prefix = prefix
+        self.upload_concurrency = upload_concurrency
         self.storage_class = storage_class
         self.part_size = part_size
         self.retry_policy = retry_policy
@@ -579,19 +587,29 @@ class _PartBody(io.RawIOBase):
 
 
 class _S3Writer(ObjectWriter):
-    """Buffer one part; PutObject for small objects, equal-size multipart parts for large ones."""
+    """Buffer parts; PutObject for small objects, equal-size multipart parts for large ones.
+
+    With ``upload_concurrency`` N, up to N full parts upload on worker threads while the next part fills,
+    so at most N + 1 part buffers exist (N = 1: one part, uploaded synchronously). Parts keep their
+    numbers whatever order they finish in.
+    """
 
     def __init__(self, dest: S3Adapter, path: str, key: str, overwrite: bool) -> None:
         self.path = path
         self._dest = dest
         self._key = key
         self._overwrite = overwrite
-        # Grows to one part while the first part fills, then is reused in place for every later part.
+        # The first buffer grows while the first part fills (small objects stay small); full-size buffers
+        # are then reused in place for later parts.
         self._buffer = bytearray()
         self._filled = 0
         self._size = 0
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._next_part = 1
+        self._parts: dict[int, dict[str, Any]] = {}
+        self._free: builtins.list[bytearray] = []
+        self._inflight: dict[Future[dict[str, Any]], bytearray] = {}
+        self._executor: ThreadPoolExecutor | None = None
         self._done = False
 
     def _extra(self) -> dict[str, Any]:
@@ -607,14 +625,14 @@ class _S3Writer(ObjectWriter):
             while view:
                 n = min(part_size - self._filled, len(view))
                 if self._filled == len(self._buffer):
-                    self._buffer += view[:n]  # first part: grow (small objects stay small)
+                    self._buffer += view[:n]  # a growing buffer
                 else:
-                    self._buffer[self._filled : self._filled + n] = view[:n]  # later parts: reuse in place
+                    self._buffer[self._filled : self._filled + n] = view[:n]  # a reused full-size buffer
                 self._filled += n
                 self._size += n
                 view = view[n:]
                 if self._filled == part_size and view:
-                    self._upload_part()
+                    self._flush_part()
         except BaseException:
             self.abort()
             raise
@@ -627,17 +645,58 @@ class _S3Writer(ObjectWriter):
         )
         self._upload_id = response["UploadId"]
 
-    def _upload_part(self) -> None:
+    def _flush_part(self) -> None:
+        """Hand the filled buffer to an upload and continue with a free buffer."""
         dest = self._dest
         if self._upload_id is None:
             self._start_multipart()
-        number = len(self._parts) + 1
+        number = self._next_part
         if number > MAX_PARTS:
             raise ConfigurationError(
                 f"{self.path!r} is too large for {MAX_PARTS} parts of {dest.part_size} bytes",
                 hint="raise part_size",
             )
-        view = memoryview(self._buffer)[: self._filled]
+        self._next_part += 1
+        buffer, filled = self._buffer, self._filled
+        if dest.upload_concurrency <= 1:
+            self._parts[number] = self._send_part(number, buffer, filled)
+            self._filled = 0
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=dest.upload_concurrency, thread_name_prefix="s3-part-upload"
+            )
+        self._inflight[self._executor.submit(self._send_part, number, buffer, filled)] = buffer
+        self._harvest(block=len(self._inflight) >= dest.upload_concurrency)
+        self._buffer = self._free.pop() if self._free else bytearray()
+        self._filled = 0
+
+    def _harvest(self, *, block: bool, wait_all: bool = False) -> None:
+        """Collect finished part uploads (waiting for one, or all); raise the first failure."""
+        if not self._inflight:
+            return
+        if wait_all:
+            done, _ = wait(self._inflight)
+        elif block:
+            done, _ = wait(self._inflight, return_when=FIRST_COMPLETED)
+        else:
+            done = {f for f in self._inflight if f.done()}
+        failure: BaseException | None = None
+        for future in done:
+            self._free.append(self._inflight.pop(future))
+            exc = future.exception()
+            if exc is not None:
+                failure = failure or exc
+            else:
+                part = future.result()
+                self._parts[part["PartNumber"]] = part
+        if failure is not None:
+            raise failure
+
+    def _send_part(self, number: int, buffer: bytearray, filled: int) -> dict[str, Any]:
+        """Upload one part from memory, retrying transient failures (the bytes are still here)."""
+        dest = self._dest
+        view = memoryview(buffer)[:filled]
 
         def send() -> Any:
             return dest._call(
@@ -648,15 +707,19 @@ class _S3Writer(ObjectWriter):
                     UploadId=self._upload_id,
                     PartNumber=number,
                     Body=_PartBody(view),
-                    ContentLength=len(view),
+                    ContentLength=filled,
                 ),
             )
 
-        response = call_with_retry(
-            send,
-            policy=dest.retry_policy,
-            describe=f"upload part {number} of {self.path!r} to {dest.describe()}",
-        )
+        try:
+            response = call_with_retry(
+                send,
+                policy=dest.retry_policy,
+                describe=f"upload part {number} of {self.path!r} to {dest.describe()}",
+            )
+        finally:
+            with contextlib.suppress(BufferError):  # botocore may still hold a slice; then GC frees it
+                view.release()
         part: dict[str, Any] = {"PartNumber": number, "ETag": response["ETag"]}
         for name in (
             "ChecksumCRC32",
@@ -667,8 +730,7 @@ class _S3Writer(ObjectWriter):
         ):
             if response.get(name):
                 part[name] = response[name]
-        self._parts.append(part)
-        self._filled = 0
+        return part
 
     def commit(self) -> ObjectInfo:
         """Upload what is left and make the object visible (PutObject or CompleteMultipartUpload)."""
@@ -676,20 +738,28 @@ class _S3Writer(ObjectWriter):
             raise ConfigurationError(f"writer for {self.path!r} is already committed or aborted")
         dest = self._dest
         try:
+            if self._upload_id is not None and self._filled:
+                self._flush_part()
+            self._harvest(block=True, wait_all=True)
             if not self._overwrite and dest.exists(self.path):
                 raise self._exists_error()
             if self._upload_id is None:
                 self._put_small()
             else:
-                if self._filled:
-                    self._upload_part()
                 self._complete()
         except BaseException:
             self.abort()
             raise
         self._done = True
-        self._buffer = bytearray()
+        self._release()
         return ObjectInfo(path=self.path, size=self._size, modified=datetime.now(UTC))
+
+    def _release(self) -> None:
+        self._buffer = bytearray()
+        self._free.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def _exists_error(self) -> ConfigurationError:
         return ConfigurationError(
@@ -738,18 +808,22 @@ class _S3Writer(ObjectWriter):
                 Bucket=dest.bucket,
                 Key=self._key,
                 UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts},
+                MultipartUpload={"Parts": [self._parts[n] for n in sorted(self._parts)]},
                 **extra,
             ),
         )
         self._upload_id = None  # completed: nothing to abort any more
 
     def abort(self) -> None:
-        """Abort the multipart upload (so no parts are left behind) and drop the buffer."""
+        """Wait for part uploads in flight, then abort the multipart upload so no parts are left behind."""
         if self._done:
             return
         self._done = True
-        self._buffer = bytearray()
+        # A part still uploading could land after AbortMultipartUpload and stay behind: wait for them first.
+        with contextlib.suppress(BaseException):
+            self._harvest(block=True, wait_all=True)
+        self._inflight.clear()
+        self._release()
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is None:
             return
