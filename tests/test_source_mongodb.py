@@ -199,8 +199,10 @@ def test_list_and_missing_databases(server: MongoServer, source: MongoDBAdapter,
     assert "admin" not in source.list_databases()
     with pytest.raises(NotFoundError, match="pdb_missing"):
         source.resolve_databases(include=["pdb_missing"])
-    with pytest.raises(NotFoundError, match="pdb_missing"):
-        source.open_dump(source.database_unit("pdb_missing"))
+    # A database without collections does not exist in MongoDB: it dumps as an empty export.
+    empty = dump_bytes(source, "pdb_missing")
+    with tarfile.open(fileobj=io.BytesIO(empty)) as tar:
+        assert tar.getnames() == []
 
 
 def test_unreachable_server_fails_fast() -> None:
@@ -363,7 +365,7 @@ def test_mongodump_config_is_private_and_removed(monkeypatch: pytest.MonkeyPatch
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     adapter = MongoDBAdapter("mongodb://bob@127.0.0.1:1/", password="very-secret", use_mongodump="always")
-    monkeypatch.setattr(adapter, "_require_database", lambda database: None)
+    monkeypatch.setattr(adapter, "_ping", lambda: None)
     with adapter.open_dump(adapter.database_unit("app")) as stream:
         assert stream.read() == b"ARCHIVE"
     lines = record.read_text().splitlines()

@@ -40,7 +40,6 @@ from prefect_db_backup.errors import (
     BackupError,
     ConfigurationError,
     ConnectionFailedError,
-    NotFoundError,
     RestoreFailedError,
 )
 from prefect_db_backup.redaction import scrub
@@ -239,9 +238,9 @@ class MongoDBAdapter(Source):
             names = sorted(str(entry["name"]) for entry in listing)
         return [name for name in names if name not in self.system_databases]
 
-    def _require_database(self, database: str) -> None:
-        if database not in self.list_databases():
-            raise NotFoundError(f"{self.describe()}: database not found: {database}")
+    def _ping(self) -> None:
+        with self._client() as client:
+            client.admin.command("ping")
 
     # -- planning -------------------------------------------------------------------------------------
 
@@ -319,13 +318,15 @@ class MongoDBAdapter(Source):
         """Start the dump of one database (mongodump or the built-in exporter child).
 
         Raises:
-            NotFoundError: If the database does not exist.
             AuthenticationError: If the server refuses the credentials.
             ConnectionFailedError: If the server cannot be reached.
         """
         if unit.database is None:
             raise ConfigurationError(f"{self.describe()}: mongodb dumps databases only, not {unit.name!r}")
-        self._require_database(unit.database)
+        # MongoDB has no empty databases: one without collections does not exist, and dumps as an empty
+        # export (like mongodump). Names are checked against the server by resolve_databases; here only
+        # reachability and credentials are, so that they fail classified rather than as a dump failure.
+        self._ping()
         if unit.format == ARCHIVE_FORMAT:
             stack = contextlib.ExitStack()
             try:
