@@ -14,7 +14,7 @@ from prefect.blocks.core import Block
 from prefect_db_backup.retention.durations import GRAMMAR_HINT, parse_duration
 from prefect_db_backup.retention.periods import load_timezone
 from prefect_db_backup.retention.policy import COUNT_FIELDS, RetentionRules
-from pydantic import Field, field_validator
+from pydantic import Field, HttpUrl, field_validator
 
 _COUNT_DESCRIPTION = (
     "Keep the newest backup of each of the last N {period} that have backups "
@@ -52,6 +52,8 @@ class RetentionPolicy(Block):
     """
 
     _block_type_name = "DB Backup Retention Policy"
+    _documentation_url = HttpUrl("https://github.com/prefect-db-backup/prefect-db-backup#retention")
+    _documentation_url = HttpUrl("https://github.com/prefect-db-backup/prefect-db-backup#retention")
     _description = (
         "Which database backups to keep: keep-last, keep-within and hourly, daily, weekly, monthly and "
         "yearly tiers, with locked backups, the newest backup and a minimum count always kept."
