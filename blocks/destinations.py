@@ -77,6 +77,7 @@ class S3Destination(Block):
         storage_class: Storage class of new objects.
         request_checksum_calculation: When to send request checksums.
         part_size_mib: Multipart part size in MiB.
+        upload_concurrency: Parts uploaded at once.
         addressing_style: Bucket addressing style.
 
     Example:
@@ -125,6 +126,13 @@ class S3Destination(Block):
         le=5120,
         description="Multipart part size in MiB; memory per upload is about one part; objects can have at "
         "most 10,000 parts.",
+    )
+    upload_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Parts uploaded at once while the next one fills; memory per upload is at most "
+        "(upload_concurrency + 1) parts.",
     )
     addressing_style: Literal["auto", "path", "virtual"] | None = Field(
         default=None,
@@ -182,6 +190,7 @@ class S3Destination(Block):
             endpoint_url=params.get("endpoint_url"),
             storage_class=self.storage_class,
             part_size=self.part_size_mib * 1024 * 1024,
+            upload_concurrency=self.upload_concurrency,
             request_checksum_calculation=self.request_checksum_calculation,
             addressing_style=self.addressing_style,
             client_factory=client_factory,

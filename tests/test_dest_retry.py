@@ -399,3 +399,15 @@ def test_retrying_destination_over_s3_retries_throttled_head(s3: S3Adapter) -> N
     dest = RetryingDestination(s3, FAST, sleep=sleeps.append)
     assert dest.stat("h.bin").size == 5
     assert faults.attempts["HeadObject"] == 3 and len(sleeps) == 2
+
+
+def test_delete_without_permission_to_read_versioning_falls_back(
+    s3: S3Adapter, caplog: pytest.LogCaptureFixture
+) -> None:
+    s3.write_bytes("d.bin", b"x")
+    faults = FaultInjector(s3.client)
+    faults.plan("GetBucketVersioning", lambda n, req, part: error_response(req, 403, "AccessDenied", "no"))
+    with caplog.at_level(logging.WARNING):
+        s3.delete("d.bin")
+    assert not s3.exists("d.bin")
+    assert "s3:GetBucketVersioning" in caplog.text

@@ -481,8 +481,16 @@ class S3Adapter(Destination):
             try:
                 status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
             except botocore.exceptions.ClientError as exc:
-                code, _ = _error_code(exc)
-                if code not in ("NotImplemented", "501"):
+                code, http_status = _error_code(exc)
+                if code in ("AccessDenied", "403") or http_status == 403:
+                    # Minimal IAM policies often omit s3:GetBucketVersioning: fall back to a plain delete.
+                    logger.warning(
+                        "cannot read the versioning state of %s (access denied); deleting without "
+                        "versions: on a versioned bucket older versions then stay until a lifecycle rule "
+                        "removes them (grant s3:GetBucketVersioning and s3:ListBucketVersions to fix)",
+                        self.describe(),
+                    )
+                elif code not in ("NotImplemented", "501"):
                     raise self._error(exc, "read the bucket's versioning state") from exc
                 status = None
             except Exception as exc:
