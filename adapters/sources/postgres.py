@@ -159,8 +159,9 @@ def parse_custom_header(data: bytes, *, directory: bool = False) -> ArchiveHeade
     int_size = byte()
     byte()  # offset size
     fmt = byte()
-    expected = 5 if directory else 1  # archDirectory, archCustom
-    if fmt != expected:
+    # The custom format writes 1; the toc.dat of a directory dump has been seen with 3 (PostgreSQL 15).
+    expected = (3, 5) if directory else (1,)
+    if fmt not in expected:
         raise ValueError(f"archive format {fmt} is not the {'directory' if directory else 'custom'} format")
 
     def read_int() -> int:
