@@ -255,8 +255,8 @@ def plan_retention(rules: RetentionRules, backups: Iterable[BackupRecord], now: 
         if backup.backup_id in ids:
             raise ValueError(f"duplicate backup_id {backup.backup_id!r}: each backup must appear once")
         ids.add(backup.backup_id)
-    # Newest first; among equal created_at the greater backup_id first (two stable sorts are faster
-    # than one sort on a tuple key).
+    # Newest first; among equal created_at the greater backup_id first (two stable sorts measured
+    # faster than one sort on a tuple key).
     order = sorted(sorted(items, key=_BY_ID, reverse=True), key=_BY_TIME, reverse=True)
 
     rule_reason: list[str | None] = [None] * len(order)
@@ -264,10 +264,13 @@ def plan_retention(rules: RetentionRules, backups: Iterable[BackupRecord], now: 
         rule_reason = [REASON_NO_RULES] * len(order)
     else:
         if rules.keep_within is not None:
-            limit = now - rules.keep_within
             label = f"keep_within {format_duration(rules.keep_within)}"
+            try:
+                limit: datetime | None = now - rules.keep_within
+            except OverflowError:  # the window reaches before year 1: every backup is within it
+                limit = None
             for index, backup in enumerate(order):
-                if backup.created_at <= limit:
+                if limit is not None and backup.created_at <= limit:
                     break  # newest first: every later backup is at least as old
                 rule_reason[index] = label
         if rules.keep_last:

@@ -123,6 +123,13 @@ def test_keep_within_keeps_backups_from_the_future() -> None:
     assert kept(result) == ["2026-11-28T12:05", "2026-11-28T12:01"]
 
 
+def test_keep_within_longer_than_the_calendar_keeps_everything() -> None:
+    result = plan(
+        RetentionRules(keep_within=parse_duration("9000y")), ["2026-11-28T11:00", "0001-01-02T00:00"]
+    )
+    assert kept(result) == ["2026-11-28T11:00", "0001-01-02T00:00"]
+
+
 def test_keep_last_counts_backups_not_seconds_or_days() -> None:
     # Three backups in the same second and two more on the same day: keep_last=4 keeps four backups.
     stamps = ["2026-11-27T10:00:00", "2026-11-27T10:00:00.5", "2026-11-27T10:00:00.7", "2026-11-27T08:00"]
