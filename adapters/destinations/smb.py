@@ -1,14 +1,12 @@
 """SMB (Windows share, Samba) destination (smbprotocol's ``smbclient``).
 
-- **Commit.** A writer writes ``.<name>.<uuid>.partial`` in the target folder, checks the stored size,
-  then renames it on the server: ``rename`` (SMB2 rename without ReplaceIfExists, which fails if the name
-  is taken) with ``overwrite=False``, ``replace`` (ReplaceIfExists) with ``overwrite=True``. Both are one
-  atomic server-side operation.
+- **Commit.** A writer writes ``.<name>.<uuid>.partial`` in the target folder, then renames it on the
+  server with one SMB2 rename: without ReplaceIfExists (fails if the name is taken) when
+  ``overwrite=False``, with it when ``overwrite=True``. Either is one atomic server-side operation.
 - **Sessions.** ``smbclient`` keeps connections in a process-wide pool unless given a ``connection_cache``;
   each adapter passes its own, so two adapters never share (or close) each other's sessions, and
-  :meth:`SMBAdapter.close` logs off exactly its own. The connection is thread-safe: concurrent writers share
-  it, but smbprotocol fails (instead of waiting) when concurrent requests exhaust the connection's credits,
-  so every request of an adapter is serialised by one lock (held per request, never across a whole upload).
+  :meth:`SMBAdapter.close` logs off exactly its own. Concurrent writers share the one connection
+  (smbprotocol is thread-safe); its credit window is widened once so that they never run out of credits.
 - **Listing.** ``scandir`` per folder (SMB2 QUERY_DIRECTORY, followed until STATUS_NO_MORE_FILES).
 
 Retries are not done here.
@@ -65,6 +63,8 @@ WRITE_BUFFER = 1 << 20
 READ_BUFFER = 1 << 20
 _FULL = {NtStatus.STATUS_DISK_FULL, 0xC0000044}  # 0xC0000044: STATUS_QUOTA_EXCEEDED
 _DIRECTORY_ATTRIBUTE = 0x10
+#: SMB2 credits an adapter keeps available on its connection (a 1 MiB write spends 16).
+CREDITS = 512
 _LOGON = {
     NtStatus.STATUS_LOGON_FAILURE,
     NtStatus.STATUS_WRONG_PASSWORD,
@@ -125,6 +125,8 @@ class SMBAdapter(Destination):
             validate_path(self.root, field="root")
         self._cache: dict[str, Any] = {}
         self._lock = threading.RLock()
+        self._known_dirs: set[str] = set()  # folders (relative to root) known to exist
+        self._credited: Any = None  # the connection that was given a larger credit window
         self._kwargs: dict[str, Any] = {
             "username": username,
             "password": password,
@@ -190,10 +192,41 @@ class SMBAdapter(Destination):
 
     def _call(self, action: str, path: str | None, func: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            with self._lock:
-                return func(*args, **kwargs, **self._kwargs)
+            self._ensure_credits()
+            return func(*args, **kwargs, **self._kwargs)
         except (SMBException, OSError, ValueError) as exc:
             self._raise(exc, action, path)
+
+    def _ensure_credits(self) -> None:
+        """Widen the connection's SMB2 credit window once, so concurrent requests never run out.
+
+        smbprotocol asks the server for exactly the credits each request spends, so a fresh connection
+        keeps the handful granted at logon and fails (rather than waits) when threads send more requests
+        at once. One ECHO asking for :data:`CREDITS` more fixes that for the connection's lifetime.
+        """
+        key = f"{self.server.lower()}:{self.port}"  # smbclient's cache key
+        connection = self._cache.get(key)
+        if connection is not None and connection is self._credited and connection.transport.connected:
+            return
+        # Connect under the lock: smbclient's register_session is not safe against concurrent first
+        # connects (each thread would open its own connection and overwrite the cache entry).
+        with self._lock:
+            session = smbclient.register_session(
+                self.server,
+                username=self._kwargs["username"],
+                password=self._kwargs["password"],
+                port=self.port,
+                encrypt=self._kwargs.get("encrypt"),
+                connection_timeout=self._kwargs["connection_timeout"],
+                connection_cache=self._cache,
+            )
+            connection = session.connection
+            if connection is self._credited:
+                return
+            window = connection.sequence_window["high"] - connection.sequence_window["low"]
+            if connection.supports_multi_credit and window < CREDITS:
+                connection.echo(sid=session.session_id, credit_request=CREDITS - window)
+            self._credited = connection
 
     def _server_rename(self, src_rel: str, dst_rel: str, *, replace: bool) -> None:
         """Rename within the share with one SMB2 SET_INFO (FileRenameInformation).
@@ -203,7 +236,6 @@ class SMBAdapter(Destination):
         sends the rename directly; DFS links inside the share are not resolved.
         """
         with (
-            self._lock,
             SMBRawIO(
                 self._unc(src_rel),
                 mode="r",
@@ -222,8 +254,8 @@ class SMBAdapter(Destination):
     def _list_dir(self, rel: str) -> Sequence[Entry] | None:
         try:
             entries = []
-            with self._lock:
-                items = list(smbclient.scandir(self._unc(rel), **self._kwargs))
+            self._ensure_credits()
+            items = list(smbclient.scandir(self._unc(rel), **self._kwargs))
             for item in items:
                 info = item.smb_info
                 is_dir = bool(info.file_attributes & _DIRECTORY_ATTRIBUTE)
@@ -276,8 +308,8 @@ class SMBAdapter(Destination):
         """Remove the file; a missing file is not an error."""
         validate_path(path)
         try:
-            with self._lock:
-                smbclient.remove(self._unc(path), **self._kwargs)
+            self._ensure_credits()
+            smbclient.remove(self._unc(path), **self._kwargs)
         except SMBOSError as exc:
             if exc.errno == errno.ENOENT:
                 return
@@ -297,13 +329,26 @@ class _SMBWriter(ObjectWriter):
         self._size = 0
         self._done = False
         parent = posixpath.dirname(path)
-        if dest.root or parent:
+        remembered = parent in dest._known_dirs
+        if not remembered and (dest.root or parent):
             dest._call("create folder", parent or None, smbclient.makedirs, dest._unc(parent), exist_ok=True)
-        self._file: Any = dest._call(
+        dest._known_dirs.add(parent)
+        try:
+            self._file: Any = self._create()
+        except NotFoundError:
+            if not remembered:
+                raise
+            # The folder was created earlier but removed since: create it again, once.
+            dest._known_dirs.discard(parent)
+            dest._call("create folder", parent or None, smbclient.makedirs, dest._unc(parent), exist_ok=True)
+            self._file = self._create()
+
+    def _create(self) -> Any:
+        return self._dest._call(
             "start upload",
-            path,
+            self.path,
             smbclient.open_file,
-            dest._unc(self._temp_rel),
+            self._dest._unc(self._temp_rel),
             mode="xb",
             buffering=WRITE_BUFFER,
         )
@@ -313,8 +358,7 @@ class _SMBWriter(ObjectWriter):
         if self._file is None:
             raise ConfigurationError(f"SMB writer for {self.path} is closed")
         try:
-            with self._dest._lock:
-                self._file.write(data)
+            self._file.write(data)
         except (SMBException, OSError, ValueError) as exc:
             self._dest._raise(exc, "upload", self.path)
         self._size += len(data)
@@ -324,20 +368,14 @@ class _SMBWriter(ObjectWriter):
         if self._file is None:
             raise ConfigurationError(f"SMB writer for {self.path} is closed")
         dest = self._dest
-        temp = dest._unc(self._temp_rel)
         try:
             handle, self._file = self._file, None
             try:
-                with dest._lock:
-                    handle.close()  # flushes the buffer; errors surface here
+                handle.close()  # flushes the buffer; errors surface here
             except (SMBException, OSError, ValueError) as exc:
                 dest._raise(exc, "upload", self.path)
-            stored = dest._call("commit", self.path, smbclient.stat, temp).st_size
-            if stored != self._size:
-                raise ConnectionFailedError(
-                    f"SMB upload to {dest.describe()}/{self.path}: the server stored {stored} of "
-                    f"{self._size} bytes"
-                )
+            # No separate size check: every SMB2 WRITE response states the bytes the server wrote, and
+            # the buffered writer re-sends any shortfall or fails.
             try:
                 dest._server_rename(self._temp_rel, self.path, replace=self._overwrite)
             except SMBOSError as exc:
@@ -362,8 +400,7 @@ class _SMBWriter(ObjectWriter):
         self._done = True
         if self._file is not None:
             try:
-                with self._dest._lock:
-                    self._file.close()
+                self._file.close()
             except Exception:
                 logger.debug("closing %s failed", self._temp_rel, exc_info=True)
             self._file = None
@@ -390,8 +427,7 @@ class _SMBReader(io.RawIOBase):
         if size is None or size < 0:
             return self.readall()
         try:
-            with self._dest._lock:
-                data = self._handle.read(size)
+            data = self._handle.read(size)
         except (SMBException, OSError, ValueError) as exc:
             self._dest._raise(exc, "read", self._path)
         self._received += len(data)
@@ -410,8 +446,7 @@ class _SMBReader(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             try:
-                with self._dest._lock:
-                    self._handle.close()
+                self._handle.close()
             except Exception:
                 logger.debug("closing SMB reader failed", exc_info=True)
         super().close()
