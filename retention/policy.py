@@ -29,8 +29,13 @@ how daylight-saving changes are handled. If local dates ever go backwards (a zon
 midnight), a period is still one period: only its newest backup can be kept by the tier.
 
 Re-planning: planning again over exactly the kept backups with the same rules and the same ``now`` keeps
-every one of them, for the same reasons (the plan is a fixed point). With a later ``now`` a second run may
-of course delete more: backups age out of ``keep_within`` and out of the tiers' windows.
+every one of them, for the same reasons (the plan is a fixed point), and planning again over the kept
+backups plus any part of the planned deletions (an interrupted run) keeps the same set and deletes the rest.
+Why: every period a tier visits has its newest backup kept, so it survives with the same period, newest
+backup and "already kept" status; the tier stops at the same place, or runs out and keeps the same (kept)
+oldest backup; safety rules see the same locked, newest and min_keep candidates. With a later ``now`` a
+second run may of course delete more: backups age out of ``keep_within`` and, once newer backups exist,
+out of the tiers' windows.
 """
 
 from __future__ import annotations

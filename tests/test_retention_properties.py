@@ -299,3 +299,17 @@ def test_later_now_may_delete_more_which_is_not_a_contradiction() -> None:
     assert plan_retention(rules, first.keep, t0 + timedelta(hours=4, minutes=30)).delete == ()
     later = plan_retention(rules, first.keep, t0 + timedelta(hours=6, minutes=30))
     assert ids(later.delete) == ["b3", "b2"]
+
+
+@SETTINGS
+@given(scenario=scenarios(), seed=st.integers(0, 2**32))
+def test_interrupted_deletion_converges_to_the_same_keep_set(scenario: Scenario, seed: int) -> None:
+    # If only some of the planned deletions happened (a run was interrupted), planning again with the same
+    # now over what is left keeps exactly the same backups and deletes the rest of the original plan.
+    rules, history, now = scenario
+    first = plan_retention(rules, history, now)
+    rng = random.Random(seed)
+    survivors = [b for b in first.delete if rng.random() < 0.5]
+    second = plan_retention(rules, [*first.keep, *survivors], now)
+    assert set(second.keep) == set(first.keep)
+    assert set(second.delete) == set(survivors)
