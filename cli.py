@@ -14,6 +14,7 @@ import typer
 
 if TYPE_CHECKING:
     from prefect_db_backup.adapters.destination import Destination
+    from prefect_db_backup.blocks.job import BackupJob
 
 app = typer.Typer(
     name="prefect-db-backup",
@@ -27,11 +28,11 @@ JobArg = Annotated[str, typer.Argument(help="Name of a saved BackupJob block.")]
 DestOpt = Annotated[int, typer.Option("--destination", "-d", help="1-based index of the job's destination.")]
 
 
-def _destination(job: object, index: int) -> Destination:
+def _destination(job: BackupJob, index: int) -> Destination:
     """The job's destination number ``index`` (1-based), wrapped with retries."""
     from prefect_db_backup.adapters.retry import RetryingDestination
 
-    destinations = job.destinations  # type: ignore[attr-defined]
+    destinations = job.destinations
     if not 1 <= index <= len(destinations):
         _fail(f"--destination must be between 1 and {len(destinations)}")
     return RetryingDestination(destinations[index - 1].get_adapter())
@@ -54,13 +55,13 @@ def run(job: JobArg, lock: Annotated[bool, typer.Option(help="Lock this run's ba
         _fail(str(exc))
     from prefect_db_backup.units import format_bytes
 
-    for db in result.databases:  # type: ignore[union-attr]
+    for db in result.databases:
         typer.echo(
             f"{db.status:8} {db.name}: {format_bytes(db.plaintext_size)} -> {format_bytes(db.stored_size)}"
             f"  {db.path or ''}"
         )
-    typer.echo(f"status: {result.status}")  # type: ignore[union-attr]
-    if result.status != "success":  # type: ignore[union-attr]
+    typer.echo(f"status: {result.status}")
+    if result.status != "success":
         raise typer.Exit(2)
 
 

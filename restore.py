@@ -131,5 +131,5 @@ def restore_backup(
 
 
 def _as_binary(reader: StageReader) -> BinaryIO:
-    return reader  # type: ignore[return-value]  # StageReader implements the read() BinaryIO subset
+    return reader  # StageReader implements the read() subset of BinaryIO that restores use
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect.blocks.core import Block
 from prefect_db_backup.pipeline.keys import generate_key, key_from_text, key_id, key_to_text
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, HttpUrl, SecretStr, field_validator
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 
@@ -35,7 +35,7 @@ class EncryptionProfile(Block):
     _block_type_name = "DB Backup Encryption Key"
     _block_type_slug = "db-backup-encryption-key"
     _description = "A 256-bit AES-GCM key for encrypting database backups; stored as a secret."
-    _documentation_url = "https://github.com/prefect-db-backup/prefect-db-backup/blob/main/docs/format.md"
+    _documentation_url = HttpUrl("https://github.com/prefect-db-backup/prefect-db-backup/blob/main/docs/format.md")
 
     key: SecretStr = Field(
         description="The key in text form (pdbk1:...), as printed by 'prefect-db-backup keygen'."

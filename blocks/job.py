@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect.blocks.core import Block
+from prefect.client.schemas.objects import BlockDocument
 from prefect_db_backup.blocks.catalog import DestinationBlock, SourceBlock
 from prefect_db_backup.blocks.encryption import EncryptionProfile
 from prefect_db_backup.blocks.retention import RetentionPolicy
 from prefect_db_backup.naming import validate_name
 from prefect_db_backup.pipeline.compression import get_codec, validate_level
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, HttpUrl, field_validator, model_validator
 
 Compression = Literal["none", "gzip", "brotli", "zstd"]
 
@@ -49,7 +50,7 @@ class BackupJob(Block):
     _block_type_name = "DB Backup Job"
     _block_type_slug = "db-backup-job"
     _description = "A database backup job: source, destinations, compression, encryption and retention."
-    _documentation_url = "https://github.com/prefect-db-backup/prefect-db-backup#readme"
+    _documentation_url = HttpUrl("https://github.com/prefect-db-backup/prefect-db-backup#readme")
 
     name: str = Field(description="Job name; the folder and file-name prefix of its backups.")
     source: SourceBlock = Field(description="The database server or file to back up.")
@@ -88,6 +89,24 @@ class BackupJob(Block):
             except Exception as exc:
                 raise ValueError(str(exc)) from None
         return self
+
+    @classmethod
+    def _from_block_document(cls, block_document: BlockDocument) -> BackupJob:
+        """Load a saved job, telling pydantic which block type each nested saved block is.
+
+        Prefect merges a nested saved block's data into its parent without its type slug, so a union field
+        (``source``) would take the first member whose fields happen to validate (a ``PostgresSource``
+        with defaults for an SQLite source). The references carry the type: put it back first.
+        """
+        for name, reference in (block_document.block_document_references or {}).items():
+            nested = block_document.data.get(name)
+            block_type = (reference.get("block_document") or {}).get("block_type")
+            slug = getattr(block_type, "slug", None)
+            if slug is None and isinstance(block_type, dict):
+                slug = block_type.get("slug")
+            if slug and isinstance(nested, dict):
+                nested.setdefault("block_type_slug", slug)
+        return super()._from_block_document(block_document)
 
     def concurrency_tags(self) -> list[str]:
         """Tags that Prefect tag concurrency limits match: ``db-backup`` and ``db-backup-<source>``.

@@ -88,7 +88,7 @@ def backup_database(job: str | BackupJob, lock: bool = False) -> BackupResult | 
             state = apply_retention(
                 backup_job,
                 destinations=succeeded,
-                return_state=True,  # type: ignore[call-arg]
+                return_state=True,
             )
             if state.is_failed():
                 logger.warning("Retention failed (the backup itself succeeded): %s", state.message)

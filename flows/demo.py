@@ -88,9 +88,9 @@ def run_demo(workdir: Path) -> None:
     )
     print("3. Running the backup flow on Prefect (ephemeral server, no installation needed)...")
     result = backup_database(job)
-    database = result.databases[0]  # type: ignore[union-attr]
+    database = result.databases[0]
     print(
-        f"   {result.status}: {database.name} {format_bytes(database.plaintext_size)} -> "  # type: ignore[union-attr]
+        f"   {result.status}: {database.name} {format_bytes(database.plaintext_size)} -> "
         f"{format_bytes(database.stored_size)} stored, sha256 {database.sha256[:16] if database.sha256 else ''}..."
     )
     print(f"   file: {backups / (database.path or '')}")

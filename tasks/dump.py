@@ -101,8 +101,8 @@ def dump(plan: BackupPlan, unit: DumpUnit) -> DumpOutcome:
             writer.abort()
         raise
 
-    for key, exc in result.failed.items():
-        outcome.errors[key] = str(exc)
+    for key, failure in result.failed.items():
+        outcome.errors[key] = str(failure)
     for key, writer in writers.items():
         if key in result.failed:
             continue
@@ -121,7 +121,7 @@ def dump(plan: BackupPlan, unit: DumpUnit) -> DumpOutcome:
     outcome.sha256 = result.sha256
     outcome.compression = compressor.result()
     outcome.encryption = encryptor.result() if encryptor is not None else None
-    ratio = result.plaintext_size / result.compressed_size if result.compressed_size else 0.0
+    ratio = result.plaintext_size / outcome.compressed_size if outcome.compressed_size else 0.0
     logger.info(
         "Dumped %s: %s plain -> %s stored (ratio %.2f) in %.1f s at %s; path %s",
         label,

@@ -25,7 +25,7 @@ def load_job(job: str | BackupJob) -> BackupJob:
     if isinstance(job, BackupJob):
         return job
     try:
-        return BackupJob.load(job)  # type: ignore[no-any-return]
+        return BackupJob.load(job)
     except ValueError as exc:
         raise ConfigurationError(
             f"no saved backup job named {job!r}", hint="create it with BackupJob(...).save(NAME)"

@@ -10,6 +10,7 @@ import logging
 import re
 import threading
 from types import TracebackType
+from typing import cast
 from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -49,7 +50,7 @@ class ProgressReporter:
 
     def __enter__(self) -> ProgressReporter:
         try:
-            self._artifact = create_progress_artifact(0.0, key=self._key, description=self._describe())
+            self._artifact = cast(UUID, create_progress_artifact(0.0, key=self._key, description=self._describe()))
         except Exception as exc:  # progress is informative only: never fail a backup for it
             logger.warning("could not create the progress artifact: %s", exc)
         self._thread.start()

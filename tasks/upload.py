@@ -52,8 +52,8 @@ def build_manifest(plan: BackupPlan, outcome: DumpOutcome, destination_kind: str
         encryption = EncryptionInfo(
             algorithm=str(outcome.encryption.get("algorithm", "AES-256-GCM")),
             key_id=str(outcome.encryption.get("key_id", plan.key_id)),
-            format_version=int(outcome.encryption.get("format_version", 1)),  # type: ignore[call-overload]
-            chunk_size=int(outcome.encryption.get("chunk_size", plan.chunk_size)),  # type: ignore[call-overload]
+            format_version=int(outcome.encryption.get("format_version", 1)),
+            chunk_size=int(outcome.encryption.get("chunk_size", plan.chunk_size)),
         )
     level = outcome.compression.get("level")
     return Manifest(
