@@ -7,7 +7,6 @@ import hashlib
 import io
 import os
 import shutil
-import signal
 import socket
 import threading
 import time
@@ -20,10 +19,9 @@ import pymysql
 import pytest
 from conftest import require_infrastructure
 from prefect_db_backup.adapters.sources.mysql import ClientTool, MySQLAdapter, parse_tool_version
+from prefect_db_backup.adapters.testing.source_suite import SourceSuite
 from prefect_db_backup.errors import (
     AuthenticationError,
-    ConnectionFailedError,
-    DumpFailedError,
     NotFoundError,
     RestoreFailedError,
 )
@@ -251,25 +249,18 @@ def test_test_connection_reports_flavour_and_versions(source: MySQLAdapter) -> N
     assert info.client_version and info.client_version[0].isdigit()
 
 
-def test_awkward_data_round_trips_into_database_of_another_name(
-    source: MySQLAdapter, root: Any, new_database: Any
-) -> None:
-    src, dst = new_database(), new_database()
-    load_awkward_data(root, src)
+def test_dump_restores_under_any_name(source: MySQLAdapter, root: Any, new_database: Any) -> None:
+    """No CREATE DATABASE or USE; the source's name only in comments (the suite does the round trip)."""
+    src = new_database()
+    with root.cursor() as cur:
+        cur.execute(f"CREATE TABLE `{src}`.t (id INT PRIMARY KEY)")
+        cur.execute(f"CREATE VIEW `{src}`.v AS SELECT id FROM `{src}`.t")
+        cur.execute(f"USE `{src}`")  # definitions that spell out their database keep that name
+        cur.execute("CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.id = NEW.id + 1")
     data = dump_bytes(source, src)
-    assert b"CREATE DATABASE" not in data and b"USE `" not in data  # restorable under any name
-    # The source name appears only in comments, never in a statement.
-    assert all(line.startswith(b"--") for line in data.splitlines() if src.encode() in line)
-    source.restore(source.database_unit(src), io.BytesIO(data), target_database=dst)
-    before, after = snapshot(root, src), snapshot(root, dst)
-    assert after == before
-    assert after["auto_increment"] == (1000,)
-    with root.cursor() as cur:  # restored objects work, not just exist
-        cur.execute(f"SELECT `{dst}`.f_double(21)")
-        assert cur.fetchone() == (42,)
-        cur.execute(f"INSERT INTO `{dst}`.parent VALUES (2)")
-        cur.execute(f"SELECT msg FROM `{dst}`.audit")
-        assert cur.fetchall() == (("parent 2",),)
+    assert b"CREATE DATABASE" not in data and b"USE `" not in data
+    offending = [line for line in data.splitlines() if src.encode() in line and not line.startswith(b"--")]
+    assert offending == []
 
 
 def test_list_and_resolve_databases(source: MySQLAdapter, new_database: Any) -> None:
@@ -301,16 +292,6 @@ def test_wrong_password_is_authentication_error_naming_source(password_user: tup
     with pytest.raises(AuthenticationError):
         bad.open_dump(bad.database_unit("test"))
     assert time.monotonic() - started < 10
-
-
-def test_unreachable_server_fails_fast() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    started = time.monotonic()
-    with pytest.raises(ConnectionFailedError, match=f"127.0.0.1:{port}"):
-        MySQLAdapter(HOST, port, "root", connect_timeout=2).test_connection()
-    assert time.monotonic() - started < 5
 
 
 def _cmdlines() -> list[bytes]:
@@ -350,32 +331,6 @@ def test_password_never_in_argv_and_option_file_removed(
     dumped = dump_bytes(adapter, src)
     adapter.restore(adapter.database_unit(src), io.BytesIO(dumped), target_database=dst)
     assert snapshot(root, dst)["rows:big"] == snapshot(root, src)["rows:big"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def test_killed_dump_fails_on_close(source: MySQLAdapter, big_database: str) -> None:
-    stream = source.open_dump(source.database_unit(big_database))
-    assert stream.read(1 << 16)
-    os.killpg(stream.pid, signal.SIGKILL)  # type: ignore[attr-defined]
-    with pytest.raises(DumpFailedError, match="exit code -9"):
-        stream.close()
-    assert not _alive(stream.pid)  # type: ignore[attr-defined]
-
-
-def test_abort_ends_the_process_group(source: MySQLAdapter, big_database: str) -> None:
-    stream = source.open_dump(source.database_unit(big_database))
-    assert stream.read(1 << 16)
-    pid = stream.pid  # type: ignore[attr-defined]
-    stream.abort()
-    stream.abort()  # idempotent
-    assert not _alive(pid)
 
 
 def test_restore_failure_is_reported(source: MySQLAdapter, new_database: Any) -> None:
@@ -463,3 +418,61 @@ def test_block_builds_the_adapter_without_leaking_the_password(source: MySQLAdap
     assert block.describe() == adapter.describe()
     with pytest.raises(ValueError, match="databases"):
         MySQLSource(databases=["../etc"])
+
+
+# -- the source conformance suite ------------------------------------------------------------------------
+
+
+class TestMySQLConformance(SourceSuite):
+    @pytest.fixture
+    def source(self, root: Any) -> MySQLAdapter:
+        return MySQLAdapter(HOST, PORT, "root", None, connect_timeout=5)
+
+    @pytest.fixture
+    def fresh_database(self, new_database: Any) -> Any:
+        return new_database
+
+    @pytest.fixture
+    def load_awkward_data(self, root: Any) -> Any:
+        return lambda database: load_awkward_data(root, database)
+
+    @pytest.fixture
+    def snapshot(self, root: Any) -> Any:
+        return lambda database: snapshot(root, database)
+
+    @pytest.fixture
+    def verify_restored(self, root: Any) -> Any:
+        def verify(original: str, restored: str) -> None:
+            with root.cursor() as cur:
+                cur.execute(f"CALL `{restored}`.p_add(20, 22, @c)")
+                cur.fetchall()
+                cur.execute("SELECT @c")
+                assert cur.fetchone() == (42,)
+                cur.execute(f"INSERT INTO `{restored}`.parent VALUES (7)")
+                cur.execute(f"SELECT msg FROM `{restored}`.audit")
+                assert cur.fetchall() == (("parent 7",),)
+                cur.execute(f"INSERT INTO `{restored}`.awkward (txt) VALUES ('next')")
+                cur.execute("SELECT LAST_INSERT_ID()")
+                assert cur.fetchone() == (1000,)  # the AUTO_INCREMENT counter continued
+
+        return verify
+
+    @pytest.fixture
+    def password_source(self, password_user: tuple[str, str]) -> MySQLAdapter:
+        user, password = password_user
+        return MySQLAdapter(HOST, PORT, user, password, connect_timeout=5)
+
+    @pytest.fixture
+    def wrong_password_source(self, password_user: tuple[str, str]) -> MySQLAdapter:
+        return MySQLAdapter(HOST, PORT, password_user[0], "definitely-wrong", connect_timeout=5)
+
+    @pytest.fixture
+    def unreachable_source(self) -> MySQLAdapter:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        return MySQLAdapter(HOST, port, "root", "some-password", connect_timeout=3)
+
+    @pytest.fixture
+    def source_secrets(self, password_user: tuple[str, str]) -> list[str]:
+        return [password_user[1], "definitely-wrong"]

@@ -9,6 +9,10 @@ What a dump contains and how it restores:
   into any database: :meth:`MySQLAdapter.restore` runs the ``mariadb``/``mysql`` client against the target
   database (which must exist, and should be empty) and feeds it the dump on stdin. By hand:
   ``mariadb --binary-mode TARGET < app.sql``.
+- Definitions are dumped as the server stores them: a trigger, routine or event whose text names its own
+  database explicitly (``CREATE TRIGGER app.t ... ON app.orders``) still names it after a restore under
+  another name (a trigger then fails loudly with "Trigger in wrong schema"; a routine body silently keeps
+  pointing at the original database). Views are stored resolved and restore cleanly under any name.
 - Binary columns are written as hex, which doubles their size in a statement: the restore server's
   ``max_allowed_packet`` must exceed twice the largest binary value (the clients are given 1 GiB).
 - Objects keep their ``DEFINER``; restoring routines, views, triggers and events defined by another account
