@@ -223,3 +223,11 @@ def test_local_block_builds_adapter(tmp_path: Path) -> None:
     assert isinstance(adapter, LocalAdapter)
     assert block.describe() == str(tmp_path / "backups") == adapter.describe()
     adapter.test_connection()
+
+
+def test_object_path_with_trailing_slash_is_refused(tmp_path: Path) -> None:
+    dest = LocalAdapter(tmp_path / "root")
+    with pytest.raises(ConfigurationError, match="ends with '/'"):
+        dest.open_writer("folder/")
+    dest.write_bytes("folder/x", b"1")
+    assert [i.path for i in dest.list("folder/")] == ["folder/x"]

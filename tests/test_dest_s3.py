@@ -240,6 +240,8 @@ def test_missing_bucket_is_not_found(seaweedfs: SeaweedFS) -> None:
         list(adapter.list())
     with pytest.raises(NotFoundError, match="does not exist"):
         adapter.write_bytes("x", b"1")
+    with pytest.raises(NotFoundError, match="bucket 'no-such-bucket-pdb' does not exist"):
+        adapter.open_reader("x")
 
 
 def test_unreachable_endpoint_is_retryable_connection_failure() -> None:
@@ -264,6 +266,14 @@ def test_when_required_checksums(seaweedfs: SeaweedFS, bucket: str) -> None:
     info, sha = stream_upload(adapter, "c.bin", MIN_PART_SIZE + 7)
     assert stream_digest(adapter, "c.bin") == (info.size, sha)
     assert recorder.params("UploadPart")
+
+
+def test_object_path_with_trailing_slash_is_refused() -> None:
+    adapter = S3Adapter("b", access_key_id="a", secret_access_key="s")
+    with pytest.raises(ConfigurationError, match="ends with '/'"):
+        adapter.open_writer("folder/")
+    with pytest.raises(ConfigurationError, match="ends with '/'"):
+        adapter.stat("folder/")
 
 
 def test_constructor_validation() -> None:

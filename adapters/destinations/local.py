@@ -110,7 +110,9 @@ class LocalAdapter(Destination):
     def _target(self, path: str, *, field: str = "path") -> Path:
         """Validate ``path`` and return its location, refusing one that resolves outside the root."""
         validate_path(path, field=field)
-        target = self._root.joinpath(*path.rstrip("/").split("/"))
+        if path.endswith("/"):
+            raise ConfigurationError(f"{field} {path!r} ends with '/'; it must name a file, not a folder")
+        target = self._root.joinpath(*path.split("/"))
         if not self._inside_root(target):
             raise ConfigurationError(
                 f"{field} {path!r} resolves outside {self.describe()} (through a symbolic link); refusing it"

@@ -347,6 +347,8 @@ class S3Adapter(Destination):
 
     def _key(self, path: str, *, field: str = "path") -> str:
         validate_path(path, field=field)
+        if path.endswith("/"):
+            raise ConfigurationError(f"{field} {path!r} ends with '/'; it must name an object, not a folder")
         return f"{self.prefix}/{path}" if self.prefix else path
 
     def _rel(self, key: str) -> str:
@@ -371,7 +373,10 @@ class S3Adapter(Destination):
             response = self.client.get_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
             error = self._error(exc, f"read {path!r}")
-            if isinstance(error, NotFoundError) and "bucket" not in str(error):
+            missing_bucket = isinstance(exc, botocore.exceptions.ClientError) and (
+                _error_code(exc)[0] == "NoSuchBucket"
+            )
+            if isinstance(error, NotFoundError) and not missing_bucket:
                 error = NotFoundError(f"no backup object {path!r} in {self.describe()}")
             raise error from exc
         return cast(BinaryIO, _S3Reader(response["Body"], self, path))
