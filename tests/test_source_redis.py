@@ -6,7 +6,6 @@ import contextlib
 import io
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -18,10 +17,9 @@ import pytest
 from conftest import require_infrastructure
 from prefect_db_backup.adapters.sources.redis import RedisAdapter, parse_db_name
 from prefect_db_backup.adapters.sources.redis_logical import SelectRewriter, resp_command
+from prefect_db_backup.adapters.testing.source_suite import SourceSuite
 from prefect_db_backup.errors import (
     AuthenticationError,
-    ConnectionFailedError,
-    DumpFailedError,
     NotFoundError,
     RestoreFailedError,
 )
@@ -50,10 +48,8 @@ def target(servers: Any) -> Iterator[RedisAdapter]:
     servers[1].client().flushall()
 
 
-@pytest.fixture
-def awkward(servers: Any) -> Iterator[int]:
-    """Awkward data in db 3 of the source server; flushed afterwards."""
-    client = servers[0].client(3)
+def load_awkward(client: Any) -> None:
+    """Every awkward kind of key into the database ``client`` is connected to."""
     client.set(b"bin\x00\xff\r\n key", bytes(range(256)))
     client.set("big", BIG)
     client.set("key with spaces", "v")
@@ -73,6 +69,12 @@ def awkward(servers: Any) -> Iterator[int]:
     client.pexpire("ttl_hash", 300_000)
     for n in range(600):  # more keys than one SCAN batch
         client.set(f"many:{n}", n)
+
+
+@pytest.fixture
+def awkward(servers: Any) -> Iterator[int]:
+    """Awkward data in db 3 of the source server; flushed afterwards."""
+    load_awkward(servers[0].client(3))
     yield 3
     servers[0].client().flushall()
 
@@ -240,14 +242,6 @@ def test_wrong_password_is_authentication_error(servers: Any) -> None:
     assert good.test_connection().server_version
 
 
-def test_unreachable_server_fails_fast() -> None:
-    port = free_port()
-    started = time.monotonic()
-    with pytest.raises(ConnectionFailedError, match=f"127.0.0.1:{port}"):
-        RedisAdapter(port=port, connect_timeout=2).test_connection()
-    assert time.monotonic() - started < 5
-
-
 def _cmdlines() -> list[bytes]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -291,24 +285,6 @@ def test_password_never_in_argv_with_acl_user(servers: Any, mode: str) -> None:
         admin.flushall()
 
 
-def test_killed_dump_fails_on_close(servers: Any, source: RedisAdapter, awkward: int) -> None:
-    stream = source.open_dump(source.database_unit("db3"))
-    time.sleep(0.2)
-    os.killpg(stream.pid, signal.SIGKILL)  # type: ignore[attr-defined]
-    with pytest.raises(DumpFailedError, match="exit code -9"):
-        stream.close()
-
-
-def test_abort_ends_the_process_group(servers: Any, source: RedisAdapter, awkward: int) -> None:
-    stream = source.open_dump(source.database_unit("db3"))
-    pid = stream.pid  # type: ignore[attr-defined]
-    stream.read(10)
-    stream.abort()
-    stream.abort()
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)
-
-
 def test_restore_rejects_a_stream_that_is_not_a_logical_dump(target: RedisAdapter) -> None:
     with pytest.raises(RestoreFailedError, match="SELECT"):
         target.restore(target.database_unit("db0"), io.BytesIO(b"REDIS0010garbage"))
@@ -343,3 +319,82 @@ def test_block_builds_the_adapter_without_leaking_the_password() -> None:
     )
     assert block.describe() == adapter.describe() == "redis://u@127.0.0.1:6380"
     assert "blk-secret" not in repr(block)
+
+
+# -- the source conformance suite ------------------------------------------------------------------------
+# Databases are logical databases db1..db15 of one password-protected private server.
+
+
+@pytest.fixture(scope="module")
+def suite_server() -> Iterator[RedisServer]:
+    require_infrastructure(available(), "redis-server and redis-cli")
+    with redis_server(PASSWORD) as server:
+        yield server
+
+
+class TestRedisConformance(SourceSuite):
+    @pytest.fixture
+    def source(self, suite_server: RedisServer) -> RedisAdapter:
+        return RedisAdapter(port=suite_server.port, password=PASSWORD, connect_timeout=3)
+
+    @pytest.fixture
+    def fresh_database(self, suite_server: RedisServer) -> Iterator[Any]:
+        taken: list[int] = []
+
+        def make() -> str:
+            keyspace = suite_server.client().info("keyspace")
+            used = {int(name[2:]) for name in keyspace} | set(taken)
+            number = min(n for n in range(1, 16) if n not in used)
+            taken.append(number)
+            return f"db{number}"
+
+        yield make
+        for number in taken:
+            suite_server.client(number).flushdb()
+
+    @pytest.fixture
+    def load_awkward_data(self, suite_server: RedisServer) -> Any:
+        return lambda database: load_awkward(suite_server.client(parse_db_name(database)))
+
+    @pytest.fixture
+    def snapshot(self, suite_server: RedisServer) -> Any:
+        return lambda database: snapshot(suite_server.client(parse_db_name(database)))
+
+    @pytest.fixture
+    def verify_restored(self, suite_server: RedisServer) -> Any:
+        def verify(original: str, restored: str) -> None:
+            before = suite_server.client(parse_db_name(original))
+            after = suite_server.client(parse_db_name(restored))
+            for key in ("ttl_key", "ttl_hash"):
+                assert abs(after.pttl(key) - before.pttl(key)) < 5000
+            assert after.xinfo_groups("stream")[0]["name"] == b"grp"
+
+        return verify
+
+    @pytest.fixture
+    def password_source(self, source: RedisAdapter) -> RedisAdapter:
+        return source
+
+    @pytest.fixture
+    def wrong_password_source(self, suite_server: RedisServer) -> RedisAdapter:
+        return RedisAdapter(port=suite_server.port, password="definitely-wrong", connect_timeout=3)
+
+    @pytest.fixture
+    def unreachable_source(self) -> RedisAdapter:
+        return RedisAdapter(port=free_port(), password="some-password", connect_timeout=3)
+
+    @pytest.fixture
+    def source_secrets(self) -> list[str]:
+        return [PASSWORD, "definitely-wrong"]
+
+    def test_selection_and_missing_database(  # type: ignore[override]
+        self, source_for: Any, fresh_database: Any, suite_server: RedisServer
+    ) -> None:
+        """The suite's rule, on a database holding one key: Redis lists only non-empty logical databases."""
+
+        def non_empty() -> str:
+            name = fresh_database()
+            suite_server.client(parse_db_name(name)).set("k", "v")
+            return name
+
+        SourceSuite.test_selection_and_missing_database(self, source_for, non_empty)
