@@ -116,8 +116,8 @@ class PostgresSource(Block):
         )
 
     def describe(self) -> str:
-        """``postgres://user@host:port`` (no secret)."""
-        return f"postgres://{self.user}@{self.host}:{self.port}"
+        """``postgres://user@host:port`` (no secret), exactly as the adapter names itself in errors."""
+        return self.get_adapter().describe()
 
 
 class SQLiteSource(Block):
@@ -161,5 +161,5 @@ class SQLiteSource(Block):
         return source_class("sqlite")(self.path)
 
     def describe(self) -> str:
-        """``sqlite://<path>``."""
-        return f"sqlite://{Path(self.path).expanduser().absolute()}"
+        """``sqlite://<absolute path>``, exactly as the adapter names itself in errors."""
+        return self.get_adapter().describe()

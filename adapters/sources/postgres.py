@@ -77,6 +77,7 @@ _AUTH_MARKERS = (
 _APPLICATION_NAME = "prefect-db-backup"
 #: Bytes of a dump's start read to find its header (ample for the archive header or the SQL preamble).
 _HEADER_PEEK_BYTES = 16384
+_TAR_MEMBER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _CREATE_ROLE = re.compile(rb"^CREATE ROLE (.+);\r?\n?$")
 
 
@@ -704,9 +705,13 @@ class PostgresAdapter(Source):
             try:
                 with tarfile.open(fileobj=stream, mode="r|") as tar:
                     for member in tar:
-                        if not member.isfile() or "/" in member.name or member.name.startswith("."):
+                        # Only plain files with plain names: nothing can land outside the spool folder.
+                        if not member.isfile() or not _TAR_MEMBER.fullmatch(member.name):
                             raise RestoreFailedError(f"unexpected entry {member.name!r} in a pg_dump tar")
-                        tar.extract(member, directory, filter="data")
+                        source = tar.extractfile(member)
+                        assert source is not None
+                        with source, (directory / member.name).open("xb") as out:
+                            shutil.copyfileobj(source, out, 1 << 20)
             except tarfile.TarError as exc:
                 raise RestoreFailedError(f"cannot read the pg_dump directory tar: {exc}") from exc
             toc = directory / "toc.dat"
