@@ -144,6 +144,15 @@ def test_refused_port_is_connection_failed(server: None) -> None:
     assert time.monotonic() - start < 5
 
 
+def test_unknown_role_and_ssl_mismatch_are_permanent(server: None) -> None:
+    with pytest.raises(AuthenticationError, match="no role 'pdb_nobody'"):
+        PostgresAdapter(pg.HOST, pg.PORT, "pdb_nobody", None, connect_timeout=5).test_connection()
+    with pytest.raises(ConfigurationError, match="sslmode=require"):
+        PostgresAdapter(
+            pg.HOST, pg.PORT, "postgres", None, sslmode="require", connect_timeout=5
+        ).test_connection()
+
+
 def test_system_and_template_databases(source: PostgresAdapter, fresh_database: Callable[[], str]) -> None:
     db = fresh_database()
     listed = source.list_databases()

@@ -78,7 +78,7 @@ def load_awkward_file(path: Path) -> None:
 
 
 def snapshot_file(path: Path) -> dict[str, Any]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
     try:
         result: dict[str, Any] = {
             "schema": conn.execute(
@@ -355,3 +355,16 @@ def test_block_builds_the_adapter(folder: Path, fresh_database: Callable[[], str
     assert adapter.resolve_databases() == [name]
     with pytest.raises(ValueError, match="path"):
         SQLiteSource(path=str(folder / ".hidden.db"))
+
+
+def test_awkward_path_characters(tmp_path: Path) -> None:
+    folder = tmp_path / "we?ird #dir% 😀"
+    folder.mkdir()
+    path = folder / "app.db"
+    load_awkward_file(path)
+    adapter = SQLiteAdapter(path)
+    assert adapter.test_connection().engine == "sqlite"
+    copy = tmp_path / "copy.db"
+    dump_to_file(adapter, adapter.database_unit("app"), copy)
+    assert snapshot_file(copy) == snapshot_file(path)
+    assert sorted(p.name for p in folder.iterdir()) == ["app.db"]  # no stray file from a misread URI

@@ -74,6 +74,7 @@ _AUTH_MARKERS = (
     "pg_hba.conf rejects",
     "no pg_hba.conf entry",
 )
+_SSL_MISMATCH = ("does not support", "required", "certificate")
 _APPLICATION_NAME = "prefect-db-backup"
 #: Bytes of a dump's start read to find its header (ample for the archive header or the SQL preamble).
 _HEADER_PEEK_BYTES = 16384
@@ -123,8 +124,9 @@ class ArchiveHeader:
         dump_version: Version string of the ``pg_dump`` that wrote it.
     """
 
-    def __init__(self, archive_version: str, database: str | None, server_version: str | None,
-                 dump_version: str | None) -> None:
+    def __init__(
+        self, archive_version: str, database: str | None, server_version: str | None, dump_version: str | None
+    ) -> None:
         self.archive_version = archive_version
         self.database = database
         self.server_version = server_version
@@ -269,8 +271,16 @@ class _RoleSafeSQL(io.RawIOBase):
 class _SpooledTarDumpStream(DumpStream):
     """Runs a parallel ``pg_dump -Fd`` into a spool folder, then streams the folder as a tar."""
 
-    def __init__(self, argv: Sequence[str], env: dict[str, str], spool: Path, *, description: str,
-                 secrets: Sequence[str | None], cleanup: contextlib.ExitStack) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: dict[str, str],
+        spool: Path,
+        *,
+        description: str,
+        secrets: Sequence[str | None],
+        cleanup: contextlib.ExitStack,
+    ) -> None:
         self._description = description
         self._secrets = list(secrets)
         self._cleanup = cleanup
@@ -280,8 +290,13 @@ class _SpooledTarDumpStream(DumpStream):
         child_env = dict(os.environ)
         child_env.update(env)
         self._proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=child_env, start_new_session=True, close_fds=True,
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=child_env,
+            start_new_session=True,
+            close_fds=True,
         )
         read_fd, write_fd = os.pipe()
         self._reader = os.fdopen(read_fd, "rb")
@@ -465,6 +480,17 @@ class PostgresAdapter(Source):
                 f"{message}",
                 hint="check the user name and password, and the server's pg_hba.conf",
             )
+        if re.search(r'role ".*" does not exist', message):
+            return AuthenticationError(
+                f"{self.describe()}: the server has no role {self.user!r} ({action}): {message}",
+                hint="check the user name",
+            )
+        if "ssl" in lowered and any(word in lowered for word in _SSL_MISMATCH):
+            return ConfigurationError(
+                f"{self.describe()}: SSL setup does not match the server (sslmode={self.sslmode}, {action}): "
+                f"{message}",
+                hint="adjust sslmode or the server's SSL configuration",
+            )
         if sqlstate == "3D000" or (re.search(r"database \".*\" does not exist", message) is not None):
             return NotFoundError(f"{self.describe()}: {action}: {message}")
         if sqlstate == "42501":
@@ -572,18 +598,29 @@ class PostgresAdapter(Source):
         units = [self.database_unit(db) for db in databases]
         if self.include_globals:
             units.append(
-                DumpUnit(name="globals", kind="globals", extension="sql", database=None,
-                         format="pg_dumpall globals")
+                DumpUnit(
+                    name="globals",
+                    kind="globals",
+                    extension="sql",
+                    database=None,
+                    format="pg_dumpall globals",
+                )
             )
         return units
 
     def database_unit(self, database: str) -> DumpUnit:
         """A custom-format unit, or a directory-format tar unit when ``parallel_jobs > 1``."""
         if self.parallel_jobs > 1:
-            return DumpUnit(name=database, kind="database", extension="tar", database=database,
-                            format="pg_dump directory (tar)")
-        return DumpUnit(name=database, kind="database", extension="dump", database=database,
-                        format="pg_dump custom")
+            return DumpUnit(
+                name=database,
+                kind="database",
+                extension="tar",
+                database=database,
+                format="pg_dump directory (tar)",
+            )
+        return DumpUnit(
+            name=database, kind="database", extension="dump", database=database, format="pg_dump custom"
+        )
 
     def open_dump(self, unit: DumpUnit) -> DumpStream:
         """Start ``pg_dump`` (or ``pg_dumpall --globals-only``) and stream its output.
@@ -596,11 +633,18 @@ class PostgresAdapter(Source):
             env = cleanup.enter_context(self._child_env())
             if unit.kind == "globals":
                 argv = [
-                    self._tool("pg_dumpall"), "--globals-only", "--no-password",
+                    self._tool("pg_dumpall"),
+                    "--globals-only",
+                    "--no-password",
                     f"--dbname={self.conninfo(self.maintenance_database)}",
                 ]
-                return ProcessDumpStream(argv, env=env, description=f"pg_dumpall --globals-only of "
-                                         f"{self.describe()}", secrets=self._secrets(), cleanup=cleanup)
+                return ProcessDumpStream(
+                    argv,
+                    env=env,
+                    description=f"pg_dumpall --globals-only of {self.describe()}",
+                    secrets=self._secrets(),
+                    cleanup=cleanup,
+                )
             if unit.database is None:
                 raise ConfigurationError(f"dump unit {unit.name!r} names no database")
             description = f"pg_dump of database {unit.database!r} on {self.describe()}"
@@ -608,15 +652,23 @@ class PostgresAdapter(Source):
             if unit.format == "pg_dump directory (tar)":
                 spool = Path(tempfile.mkdtemp(prefix="pdb-pgdump-", dir=self.spool_dir))
                 cleanup.callback(shutil.rmtree, spool, ignore_errors=True)
-                argv = [self._tool("pg_dump"), "--format=directory", "--compress=0",
-                        f"--jobs={self.parallel_jobs}", f"--file={spool / 'dump'}", *common]
-                return _SpooledTarDumpStream(argv, env, spool, description=description,
-                                             secrets=self._secrets(), cleanup=cleanup)
+                argv = [
+                    self._tool("pg_dump"),
+                    "--format=directory",
+                    "--compress=0",
+                    f"--jobs={self.parallel_jobs}",
+                    f"--file={spool / 'dump'}",
+                    *common,
+                ]
+                return _SpooledTarDumpStream(
+                    argv, env, spool, description=description, secrets=self._secrets(), cleanup=cleanup
+                )
             if unit.format != "pg_dump custom":
                 raise ConfigurationError(f"unknown PostgreSQL dump format {unit.format!r}")
             argv = [self._tool("pg_dump"), "--format=custom", "--compress=0", *common]
-            return ProcessDumpStream(argv, env=env, description=description, secrets=self._secrets(),
-                                     cleanup=cleanup)
+            return ProcessDumpStream(
+                argv, env=env, description=description, secrets=self._secrets(), cleanup=cleanup
+            )
         except BaseException:
             cleanup.close()
             raise
@@ -669,8 +721,12 @@ class PostgresAdapter(Source):
         self._check_version(header.server_version, target)
         with self._child_env() as env:
             run_restore(
-                [self._tool("pg_restore"), *self._restore_options(), "--no-password",
-                 f"--dbname={self.conninfo(target)}"],
+                [
+                    self._tool("pg_restore"),
+                    *self._restore_options(),
+                    "--no-password",
+                    f"--dbname={self.conninfo(target)}",
+                ],
                 _Prefixed(head, stream),
                 env=env,
                 description=f"pg_restore into database {target!r} on {self.describe()}",
@@ -689,8 +745,17 @@ class PostgresAdapter(Source):
         self._check_version(match.group(1).decode() if match else None, None)
         with self._child_env() as env:
             run_restore(
-                [self._tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password",
-                 f"--dbname={self.conninfo(self.maintenance_database)}", "-f", "-"],
+                [
+                    self._tool("psql"),
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "--no-password",
+                    f"--dbname={self.conninfo(self.maintenance_database)}",
+                    "-f",
+                    "-",
+                ],
                 _RoleSafeSQL(_Prefixed(head, stream)),
                 env=env,
                 description=f"psql restore of globals on {self.describe()}",
@@ -725,11 +790,20 @@ class PostgresAdapter(Source):
                 raise RestoreFailedError(f"cannot read the pg_dump directory header: {exc}") from exc
             self._check_version(header.server_version, target)
             with self._child_env() as env:
-                proc_argv = [self._tool("pg_restore"), *self._restore_options(), "--no-password",
-                             f"--jobs={self.parallel_jobs}", f"--dbname={self.conninfo(target)}",
-                             str(directory)]
-                run_restore(proc_argv, io.BytesIO(b""), env=env,
-                            description=f"pg_restore into database {target!r} on {self.describe()}",
-                            secrets=self._secrets())
+                proc_argv = [
+                    self._tool("pg_restore"),
+                    *self._restore_options(),
+                    "--no-password",
+                    f"--jobs={self.parallel_jobs}",
+                    f"--dbname={self.conninfo(target)}",
+                    str(directory),
+                ]
+                run_restore(
+                    proc_argv,
+                    io.BytesIO(b""),
+                    env=env,
+                    description=f"pg_restore into database {target!r} on {self.describe()}",
+                    secrets=self._secrets(),
+                )
         finally:
             shutil.rmtree(spool, ignore_errors=True)

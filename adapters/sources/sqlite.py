@@ -124,8 +124,10 @@ class SQLiteAdapter(Source):
 
     def _open_readonly(self) -> sqlite3.Connection:
         if not self.path.is_file():
-            raise NotFoundError(f"{self.describe()}: the database file {str(self.path)!r} does not exist",
-                                hint="check the path")
+            raise NotFoundError(
+                f"{self.describe()}: the database file {str(self.path)!r} does not exist",
+                hint="check the path",
+            )
         try:
             conn = sqlite3.connect(_uri(self.path, "ro"), uri=True, timeout=self.busy_timeout)
         except sqlite3.Error as exc:
@@ -157,8 +159,12 @@ class SQLiteAdapter(Source):
             }
         finally:
             conn.close()
-        return SourceInfo(engine="sqlite", server_version=version,
-                          client_version=f"python sqlite3 {sqlite3.sqlite_version}", details=details)
+        return SourceInfo(
+            engine="sqlite",
+            server_version=version,
+            client_version=f"python sqlite3 {sqlite3.sqlite_version}",
+            details=details,
+        )
 
     def list_databases(self) -> list[str]:
         """The file's stem (the one database), if the file exists.
@@ -182,8 +188,10 @@ class SQLiteAdapter(Source):
             DumpFailedError: The backup failed.
         """
         if unit.database != self.path.stem:
-            raise NotFoundError(f"{self.describe()}: database {unit.database!r} not found",
-                                hint=f"available: {self.path.stem}")
+            raise NotFoundError(
+                f"{self.describe()}: database {unit.database!r} not found",
+                hint=f"available: {self.path.stem}",
+            )
         source = self._open_readonly()
         source.execute("PRAGMA busy_timeout = 0")  # see _backup
         directory = Path(tempfile.mkdtemp(prefix="pdb-sqlite-", dir=self.spool_dir))
@@ -295,8 +303,9 @@ class SQLiteAdapter(Source):
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
-            raise RestoreFailedError(f"{self.describe()}: the restored file is not a valid database: {exc}") \
-                from exc
+            raise RestoreFailedError(
+                f"{self.describe()}: the restored file is not a valid database: {exc}"
+            ) from exc
         if [str(row[0]) for row in rows] != ["ok"]:
             problems = "; ".join(str(row[0]) for row in rows[:5])
             raise RestoreFailedError(
