@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -249,9 +250,23 @@ def test_globals_round_trip(tmp_path: Path, server: None, scram: tuple[str, str]
     dump_to_file(adapter, globals_unit, path)
     text = path.read_text()
     assert f"CREATE ROLE {role};" in text and "SCRAM-SHA-256$" in text
+    # The server is shared: replay only the statements about `postgres` and our own role, so that roles
+    # other people create or drop meanwhile are never resurrected or altered by this test.
+    role_statement = re.compile(
+        r"^(CREATE|ALTER|COMMENT ON|GRANT|REVOKE|DROP|CREATE TABLESPACE|ALTER TABLESPACE)\b"
+    )
+    ours = [
+        line
+        for line in text.splitlines(keepends=True)
+        if not role_statement.match(line)
+        or role in line
+        or line.startswith(("CREATE ROLE postgres;", "ALTER ROLE postgres WITH"))
+    ]
+    assert sum(line.startswith("CREATE ROLE ") for line in ours) == 2
+    path.write_text("".join(ours))
     with pg.admin() as conn:
         conn.execute(f'ALTER ROLE "{role}" NOSUPERUSER')
-    # Every role exists already (postgres always does): the restore keeps them and reapplies attributes.
+    # Both roles exist already (postgres always does): the restore keeps them and reapplies attributes.
     restore_from_file(adapter, globals_unit, path, "postgres")
     with pg.admin() as conn:
         row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
