@@ -20,6 +20,7 @@ from prefect_db_backup.adapters.sources.redis_logical import SelectRewriter, res
 from prefect_db_backup.adapters.testing.source_suite import SourceSuite
 from prefect_db_backup.errors import (
     AuthenticationError,
+    ConfigurationError,
     NotFoundError,
     RestoreFailedError,
 )
@@ -398,3 +399,31 @@ class TestRedisConformance(SourceSuite):
             return name
 
         SourceSuite.test_selection_and_missing_database(self, source_for, non_empty)
+
+
+@pytest.mark.parametrize("mode", ["logical", "rdb"])
+def test_tls_dump_and_restore(mode: str) -> None:
+    require_infrastructure(available(), "redis-server and redis-cli")
+    with redis_server(PASSWORD, tls=True) as server:
+        assert server.ca_file is not None
+        server.client(2).set("tls key", BIG)
+        adapter = RedisAdapter(
+            port=server.port,
+            password=PASSWORD,
+            mode=mode,
+            tls=True,
+            tls_ca_file=str(server.ca_file),  # type: ignore[arg-type]
+        )
+        assert adapter.describe() == f"rediss://127.0.0.1:{server.port}"
+        assert adapter.test_connection().server_version
+        [unit] = adapter.dump_units(adapter.resolve_databases())
+        data = read_all(adapter.open_dump(unit))
+        if mode == "rdb":
+            assert data.startswith(b"REDIS") and BIG[:1000] in data
+            return
+        adapter.restore(unit, io.BytesIO(data), target_database="db5")
+        assert server.client(5).get("tls key") == BIG
+        # Without the CA the server's certificate is refused, as a permanent configuration error.
+        untrusted = RedisAdapter(port=server.port, password=PASSWORD, tls=True, connect_timeout=3)
+        with pytest.raises(ConfigurationError, match="tls_ca_file"):
+            untrusted.test_connection()

@@ -151,6 +151,11 @@ class RedisAdapter(Source):
                 f"{self.describe()}: the server refused the credentials or a permission: {detail}",
                 hint="check the username and password (ACL) of the Redis source",
             )
+        if "certificate verify failed" in str(exc).lower():
+            return ConfigurationError(
+                f"{self.describe()}: the server's TLS certificate is not trusted: {detail}",
+                hint="set tls_ca_file to the CA that signed the server certificate",
+            )
         if "DB index is out of range" in str(exc):
             return NotFoundError(f"{self.describe()}: no such logical database: {detail}")
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
