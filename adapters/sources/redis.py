@@ -18,6 +18,11 @@ Two modes:
 "Databases" for Redis are the logical databases ``db0``...``db15``. Redis Cluster, Redis Functions
 (``FUNCTION DUMP``) and ACL users are not part of a logical dump; the RDB mode carries functions.
 
+Permissions: the logical mode needs ``PING``, ``INFO``, ``TIME``, ``SCAN``, ``DUMP`` and ``PTTL`` (restore:
+``SELECT``, ``RESTORE``); the RDB mode needs ``SYNC``/``PSYNC``, which managed services (ElastiCache,
+Azure Cache, Memorystore) usually refuse: use the logical mode there. An RDB transfer waits for the
+server's ``repl-diskless-sync-delay`` (5 s by default) before it starts.
+
 Passwords reach ``redis-cli`` through ``REDISCLI_AUTH`` and the exporter child through its environment,
 never through arguments.
 """
