@@ -14,8 +14,9 @@ Adapters classify failures (:mod:`prefect_db_backup.errors`); this module decide
 What is deliberately NOT retried here: the bytes of an upload. A writer consumes a stream that cannot be
 rewound (a dump in progress), so once bytes have been handed to a failed writer they are gone; retrying
 ``write`` or ``commit`` from outside would silently lose or duplicate data. The only safe mid-stream retry
-is inside an adapter that still holds the failed piece in memory (S3 retries one ``UploadPart`` from its part
-buffer with the same policy). A whole-stream retry belongs to the caller that can restart the dump.
+is inside an adapter that still holds the failed piece in memory (S3 resends one ``UploadPart`` from its part
+buffer, and retries ``CreateMultipartUpload``, with the same policy). A whole-stream retry belongs to the
+caller that can restart the dump.
 """
 
 from __future__ import annotations

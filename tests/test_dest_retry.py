@@ -411,3 +411,15 @@ def test_delete_without_permission_to_read_versioning_falls_back(
         s3.delete("d.bin")
     assert not s3.exists("d.bin")
     assert "s3:GetBucketVersioning" in caplog.text
+
+
+def test_transient_failure_creating_the_multipart_upload_is_retried(s3: S3Adapter) -> None:
+    faults = FaultInjector(s3.client)
+    faults.plan(
+        "CreateMultipartUpload",
+        lambda n, req, part: error_response(req, 503, "ServiceUnavailable", "later") if n == 1 else None,
+    )
+    info, sha = stream_upload(s3, "created.dump", MIN_PART_SIZE + 9)
+    assert faults.attempts["CreateMultipartUpload"] == 2
+    assert stream_digest(s3, "created.dump") == (info.size, sha)
+    assert uploads_in_progress(s3) == []

@@ -1,13 +1,22 @@
 """A destination in an S3 bucket (AWS S3 or an S3-compatible server: MinIO, R2, Hetzner, SeaweedFS, ...).
 
 Uploads
-    A writer buffers exactly one part (``part_size``, default 16 MiB), reusing one buffer for every
-    part. Objects smaller than one part are stored with one ``PutObject`` at commit. Larger ones become a
-    multipart upload of equal-size parts (the last may be shorter), so memory stays at about one part
-    whatever the object size. A failed ``UploadPart`` is retried with the adapter's
-    :class:`~prefect_db_backup.adapters.retry.RetryPolicy` from the part still in memory: this is the one
-    place where a mid-stream retry is safe. On any failure, and on abort, the multipart upload is aborted
-    so no orphan parts remain (and cost money). Nothing is visible before ``CompleteMultipartUpload``.
+    A writer buffers one part (``part_size``, default 16 MiB). Objects smaller than one part are stored
+    with one ``PutObject`` at commit. Larger ones become a multipart upload of equal-size parts (the last
+    may be shorter); up to ``upload_concurrency`` full parts upload on worker threads while the next part
+    fills, so memory stays at ``(upload_concurrency + 1) * part_size`` whatever the object size. On any
+    failure, and on abort, the multipart upload is aborted (after parts in flight finish) so no orphan
+    parts remain and cost money. Nothing is visible before ``CompleteMultipartUpload``.
+
+Retries
+    botocore's own retries are turned off (``total_max_attempts=1``): retries happen in one place, the
+    :class:`~prefect_db_backup.adapters.retry.RetryingDestination` wrapper, plus two retries inside the
+    writer that are safe because nothing is lost: a failed ``UploadPart`` is resent from the part still in
+    memory, and ``CreateMultipartUpload`` holds no data yet. ``PutObject`` and ``CompleteMultipartUpload``
+    are not retried: after a timeout the first attempt may have succeeded, and a retry under
+    ``If-None-Match`` would then report our own object as a conflict. The bytes of a stream cannot be
+    replayed either (a dump in progress cannot rewind), so a failed upload fails, and the caller that can
+    restart the dump decides.
 
 No overwrite
     With ``overwrite=False`` commit first checks ``HeadObject`` and then sends ``If-None-Match: *`` on
@@ -22,10 +31,6 @@ Deletion and locks
     key** (and its delete markers), which is what retention expects. If any version is protected (legal
     hold or retention), nothing is deleted and a :class:`~prefect_db_backup.errors.PermanentError` saying so
     is raised.
-
-Retries
-    botocore's own retries are turned off (``total_max_attempts=1``): retries happen in one place, the
-    :class:`~prefect_db_backup.adapters.retry.RetryingDestination` wrapper (plus the part retry above).
 
 Errors are translated at this boundary (see :func:`translate_error`) and never contain the secret key.
 """
@@ -651,10 +656,17 @@ class _S3Writer(ObjectWriter):
             raise
 
     def _start_multipart(self) -> None:
+        """Create the multipart upload, retrying transient failures: it holds no data yet, so it is safe."""
         dest = self._dest
-        response = dest._call(
-            f"start uploading {self.path!r}",
-            lambda: dest.client.create_multipart_upload(Bucket=dest.bucket, Key=self._key, **self._extra()),
+        response = call_with_retry(
+            lambda: dest._call(
+                f"start uploading {self.path!r}",
+                lambda: dest.client.create_multipart_upload(
+                    Bucket=dest.bucket, Key=self._key, **self._extra()
+                ),
+            ),
+            policy=dest.retry_policy,
+            describe=f"start uploading {self.path!r} to {dest.describe()}",
         )
         self._upload_id = response["UploadId"]
 
