@@ -321,6 +321,29 @@ def test_restore_refuses_a_dump_from_a_newer_major(
         ).fetchone() == (0,)
 
 
+def test_restore_refuses_a_non_empty_target(
+    tmp_path: Path, source: PostgresAdapter, fresh_database: Callable[[], str]
+) -> None:
+    original = fresh_database()
+    with pg.connect(original) as conn:
+        conn.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('new')")
+    dump = tmp_path / "t.dump"
+    dump_to_file(source, source.database_unit(original), dump)
+    target = fresh_database()
+    with pg.connect(target) as conn:
+        conn.execute("CREATE SCHEMA app; CREATE TABLE app.live (v text); INSERT INTO app.live VALUES ('precious')")
+    with pytest.raises(RestoreFailedError, match=r"not empty \(1 relation"):
+        restore_from_file(source, source.database_unit(original), dump, target)
+    only_lo = fresh_database()
+    with pg.connect(only_lo) as conn:
+        conn.execute("SELECT lo_from_bytea(0, 'x')")
+    with pytest.raises(RestoreFailedError, match="1 large object"):
+        restore_from_file(source, source.database_unit(original), dump, only_lo)
+    with pg.connect(target) as conn:
+        assert conn.execute("SELECT v FROM app.live").fetchall() == [("precious",)]
+        assert conn.execute("SELECT to_regclass('public.t')").fetchone() == (None,)
+
+
 def test_restore_of_garbage_is_refused(source: PostgresAdapter, fresh_database: Callable[[], str]) -> None:
     with pytest.raises(RestoreFailedError, match="PGDMP"):
         source.restore(source.database_unit("x"), io.BytesIO(b"not a dump"), target_database=fresh_database())

@@ -19,12 +19,15 @@ Decisions (what callers may rely on):
   Connection parameters are passed as a libpq connection string (``--dbname``) that holds no secret, so a
   database name containing ``=`` or quotes is never misread.
 - **Restore.** ``pg_restore --exit-on-error`` into an existing, empty database (``target_database`` may
-  name a database other than the dumped one). Ownership and privileges are restored as dumped by default
-  (a faithful restore, after the globals unit recreated the roles); ``restore_no_owner=True`` adds
-  ``--no-owner --no-privileges`` for a server that lacks the original roles. A dump from a newer major
-  server version than the target is refused before anything is written: the version is read from the
-  archive header (custom and directory formats; ``pg_dumpall --globals-only`` records no version, so a
-  globals script is only checked when it carries a ``Dumped from database version`` comment).
+  name a database other than the dumped one); a target that already holds tables, views, sequences or
+  large objects is refused before anything is written, so a restore never merges into live data.
+  Ownership and privileges are restored as dumped by default (a faithful restore, after the globals unit
+  recreated the roles); ``restore_no_owner=True`` adds ``--no-owner --no-privileges`` for a server that
+  lacks the original roles. A failed restore can leave the target partly filled: drop it and retry.
+  A dump from a newer major server version than the target is refused before anything is written: the
+  version is read from the archive header (custom and directory formats; ``pg_dumpall --globals-only``
+  records no version, so a globals script is only checked when it carries a ``Dumped from database
+  version`` comment).
   Globals are restored with ``psql -v ON_ERROR_STOP=1``; each ``CREATE ROLE`` is wrapped so that a role
   that already exists (always the case for the restoring superuser) is kept and then altered to the dumped
   attributes, instead of stopping the restore.
@@ -78,6 +81,13 @@ _SSL_MISMATCH = ("does not support", "required", "certificate")
 _APPLICATION_NAME = "prefect-db-backup"
 #: Bytes of a dump's start read to find its header (ample for the archive header or the SQL preamble).
 _HEADER_PEEK_BYTES = 16384
+_USER_OBJECTS_SQL = """
+    SELECT
+        (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+           AND n.nspname NOT LIKE 'pg\\_temp%' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')),
+        (SELECT count(*) FROM pg_largeobject_metadata)
+"""
 _TAR_MEMBER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _CREATE_ROLE = re.compile(rb"^CREATE ROLE (.+);\r?\n?$")
 
@@ -682,6 +692,21 @@ class PostgresAdapter(Source):
         assert row is not None
         return int(row[0])
 
+    def _check_target(self, dumped_version: str | None, target: str) -> None:
+        """Refuse a dump from a newer major version, and a target database that already holds objects."""
+        self._check_version(dumped_version, target)
+        with self._connect(target) as conn:
+            row = conn.execute(_USER_OBJECTS_SQL).fetchone()
+        assert row is not None
+        relations, large_objects = int(row[0]), int(row[1])
+        if relations or large_objects:
+            raise RestoreFailedError(
+                f"{self.describe()}: refusing to restore into database {target!r}: it is not empty "
+                f"({relations} relation(s), {large_objects} large object(s))",
+                hint="restore into a new database (CREATE DATABASE ... TEMPLATE template0), "
+                f"or drop {target!r} and create it again",
+            )
+
     def _check_version(self, dumped_version: str | None, target: str | None) -> None:
         if not dumped_version:
             return
@@ -718,7 +743,7 @@ class PostgresAdapter(Source):
             header = parse_custom_header(head)
         except ValueError as exc:
             raise RestoreFailedError(f"cannot restore unit {unit.name!r}: {exc}") from exc
-        self._check_version(header.server_version, target)
+        self._check_target(header.server_version, target)
         with self._child_env() as env:
             run_restore(
                 [
@@ -788,7 +813,7 @@ class PostgresAdapter(Source):
                 header = parse_custom_header(head, directory=True)
             except ValueError as exc:
                 raise RestoreFailedError(f"cannot read the pg_dump directory header: {exc}") from exc
-            self._check_version(header.server_version, target)
+            self._check_target(header.server_version, target)
             with self._child_env() as env:
                 proc_argv = [
                     self._tool("pg_restore"),
