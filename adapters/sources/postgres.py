@@ -725,6 +725,9 @@ class PostgresAdapter(Source):
     def restore(self, unit: DumpUnit, stream: BinaryIO, *, target_database: str | None = None) -> None:
         """Restore a dump of ``unit`` (see the module docstring for the rules).
 
+        Database dumps are recognised by their first bytes (custom-format archive or directory-format tar),
+        whatever ``unit.format`` says.
+
         Raises:
             RestoreFailedError: The dump is from a newer major version, unreadable, or the tool failed.
             NotFoundError: The target database does not exist.
@@ -735,10 +738,12 @@ class PostgresAdapter(Source):
         target = target_database or unit.database
         if target is None:
             raise ConfigurationError(f"no target database to restore unit {unit.name!r} into")
-        if unit.format == "pg_dump directory (tar)":
-            self._restore_directory_tar(stream, target)
-            return
+        # The bytes, not the unit, decide the format: a restore source configured differently from the
+        # one that made the backup (parallel or not) still restores it.
         head = _read_exactly(stream, _HEADER_PEEK_BYTES)
+        if not head.startswith(b"PGDMP") and head[257:262] == b"ustar":
+            self._restore_directory_tar(_Prefixed(head, stream), target)
+            return
         try:
             header = parse_custom_header(head)
         except ValueError as exc:
@@ -787,7 +792,7 @@ class PostgresAdapter(Source):
                 secrets=self._secrets(),
             )
 
-    def _restore_directory_tar(self, stream: BinaryIO, target: str) -> None:
+    def _restore_directory_tar(self, stream: io.RawIOBase, target: str) -> None:
         spool = Path(tempfile.mkdtemp(prefix="pdb-pgrestore-", dir=self.spool_dir))
         try:
             directory = spool / "dump"
