@@ -192,3 +192,43 @@ def test_block_builds_a_verified_adapter(sftp_server: sshd.SSHServer) -> None:
     assert sftp_server.password not in repr(block)
     with pytest.raises(ValidationError, match="password or private_key"):
         SFTPDestination(host="h", username="u")
+
+
+def _peak_memory_of_round_trip(dest: Destination, size: int) -> int:
+    """Upload and download ``size`` bytes of a generator; return the peak of traced Python memory."""
+    import tracemalloc
+
+    from prefect_db_backup.adapters.testing.destination_suite import stream_digest, stream_upload
+
+    tracemalloc.start()
+    try:
+        _, sha = stream_upload(dest, "memory/probe.bin", size, seed=9)
+        assert stream_digest(dest, "memory/probe.bin", piece_size=1 << 20) == (size, sha)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_stays_bounded(sftp_server: sshd.SSHServer) -> None:
+    with _adapter(sftp_server) as dest:
+        assert _peak_memory_of_round_trip(dest, 40 << 20) < 24 << 20  # far below the 40 MiB moved
+
+
+def test_download_memory_does_not_grow_with_size(sftp_server: sshd.SSHServer) -> None:
+    """paramiko's prefetch leaves stray replies in a long-lived handle; windows must not accumulate them."""
+    import tracemalloc
+
+    from prefect_db_backup.adapters.destinations.sftp import READ_WINDOW
+    from prefect_db_backup.adapters.testing.destination_suite import stream_upload
+
+    with _adapter(sftp_server) as dest:
+        stream_upload(dest, "big.bin", 64 << 20, seed=5)
+        tracemalloc.start()
+        try:
+            with dest.open_reader("big.bin") as reader:
+                while reader.read(1 << 20):
+                    pass
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 3 * READ_WINDOW + (2 << 20)

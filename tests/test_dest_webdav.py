@@ -98,3 +98,23 @@ def test_block_builds_a_working_adapter(webdav_server: webdav.WebDAVServer) -> N
     assert webdav_server.password not in repr(block)
     with pytest.raises(ValidationError, match="root"):
         WebDAVDestination(url=webdav_server.url, root="a/../b")
+
+
+def _peak_memory_of_round_trip(dest: Destination, size: int) -> int:
+    """Upload and download ``size`` bytes of a generator; return the peak of traced Python memory."""
+    import tracemalloc
+
+    from prefect_db_backup.adapters.testing.destination_suite import stream_digest, stream_upload
+
+    tracemalloc.start()
+    try:
+        _, sha = stream_upload(dest, "memory/probe.bin", size, seed=9)
+        assert stream_digest(dest, "memory/probe.bin", piece_size=1 << 20) == (size, sha)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_stays_bounded(webdav_server: webdav.WebDAVServer) -> None:
+    with _adapter(webdav_server) as dest:
+        assert _peak_memory_of_round_trip(dest, 40 << 20) < 24 << 20  # far below the 40 MiB moved

@@ -403,13 +403,12 @@ class SFTPAdapter(Destination):
             attrs = sftp.stat(full)
             if stat_mod.S_ISDIR(attrs.st_mode or 0):
                 raise NotFoundError(f"SFTP read: {self.describe()}/{path} is a folder, not an object")
-            handle = sftp.open(full, "rb")
         except BaseException as exc:
             self._release(sftp, healthy=isinstance(exc, (FileNotFoundError, NotFoundError)))
             if isinstance(exc, Exception):
                 self._raise(exc, "open for reading", path)
             raise
-        return cast(BinaryIO, _SFTPReader(self, sftp, handle, attrs.st_size or 0))
+        return cast(BinaryIO, _SFTPReader(self, sftp, full, attrs))
 
     def stat(self, path: str) -> ObjectInfo:
         """Describe ``path``; a folder or a missing file raises NotFoundError."""
@@ -579,16 +578,24 @@ class _SFTPWriter(ObjectWriter):
 
 
 class _SFTPReader(io.RawIOBase):
-    """Streams a remote file with a bounded read-ahead window of parallel requests."""
+    """Streams a remote file in windows of :data:`READ_WINDOW` bytes fetched by parallel requests.
+
+    Each window is read through a handle of its own (opened, ``readv``, closed). paramiko's prefetch can
+    mark itself done while its request thread is still sending requests; replies that then arrive are kept
+    in the handle's prefetch buffer and never consumed, so one long-lived handle would grow without bound.
+    A handle per window frees them with it. Every new handle is checked to still show the size and
+    modification time seen at open, so a file replaced mid-read fails instead of mixing two versions.
+    """
 
     def __init__(
-        self, dest: SFTPAdapter, sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile, size: int
+        self, dest: SFTPAdapter, sftp: paramiko.SFTPClient, full: str, attrs: paramiko.SFTPAttributes
     ) -> None:
         self._dest = dest
         self._sftp = sftp
+        self._full = full
         self._healthy = True
-        self._handle = handle
-        self._size = size
+        self._size = attrs.st_size or 0
+        self._mtime = attrs.st_mtime
         self._offset = 0
         self._buffer = b""
         self._pos = 0
@@ -601,14 +608,25 @@ class _SFTPReader(io.RawIOBase):
         if remaining <= 0:
             return
         length = min(READ_WINDOW, remaining)
+        self._buffer, self._pos = b"", 0  # let the previous window go before fetching the next
         try:
-            chunk = b"".join(self._handle.readv([(self._offset, length)]))
+            with self._sftp.open(self._full, "rb") as handle:
+                now = handle.stat()
+                if now.st_size != self._size or now.st_mtime != self._mtime:
+                    raise ConnectionFailedError(
+                        f"SFTP read of {self._dest.describe()}: {self._full} changed while being read"
+                    )
+                chunk = b"".join(handle.readv([(self._offset, length)]))
+        except BackupError:
+            raise
         except Exception as exc:
             self._healthy = False
-            raise ConnectionFailedError(f"SFTP read failed at offset {self._offset}: {exc}") from exc
-        if not chunk:
-            self._size = self._offset
-            return
+            self._dest._raise(exc, "read", None)
+        if len(chunk) != length:
+            raise ConnectionFailedError(
+                f"SFTP read of {self._full} on {self._dest.describe()}: got {len(chunk)} bytes at offset "
+                f"{self._offset}, expected {length}"
+            )
         self._offset += len(chunk)
         self._buffer = chunk
         self._pos = 0
@@ -634,11 +652,7 @@ class _SFTPReader(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            try:
-                self._handle.close()
-            except Exception:
-                self._healthy = False
-                logger.debug("closing SFTP reader failed", exc_info=True)
+            self._buffer = b""
             self._dest._release(self._sftp, healthy=self._healthy)
         super().close()
 
