@@ -232,3 +232,20 @@ def test_download_memory_does_not_grow_with_size(sftp_server: sshd.SSHServer) ->
         finally:
             tracemalloc.stop()
     assert peak < 3 * READ_WINDOW + (2 << 20)
+
+
+def test_abort_leaves_no_hidden_temporary_file(sftp_server: sshd.SSHServer) -> None:
+    """Listings hide temporary names, so look at the server's disk itself."""
+    from pathlib import Path
+
+    with _adapter(sftp_server) as dest:
+        writer = dest.open_writer("job/x.dump")
+        writer.write(b"x" * (3 << 20))
+        writer.abort()
+        failed = dest.open_writer("job/y.dump")
+        failed.write(b"y")
+        dest.write_bytes("job/y.dump", b"first")
+        with pytest.raises(ConfigurationError):
+            failed.commit()
+        root = Path(dest.root)
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["y.dump"]

@@ -136,3 +136,18 @@ def _peak_memory_of_round_trip(dest: Destination, size: int) -> int:
 def test_memory_stays_bounded(smb_server: smbd.SMBServer) -> None:
     with _adapter(smb_server) as dest:
         assert _peak_memory_of_round_trip(dest, 40 << 20) < 24 << 20  # far below the 40 MiB moved
+
+
+def test_abort_leaves_no_hidden_temporary_file(smb_server: smbd.SMBServer) -> None:
+    """Listings hide temporary names, so look at the server's disk itself."""
+    with _adapter(smb_server) as dest:
+        writer = dest.open_writer("job/x.dump")
+        writer.write(b"x" * (3 << 20))
+        writer.abort()
+        failed = dest.open_writer("job/y.dump")
+        failed.write(b"y")
+        dest.write_bytes("job/y.dump", b"first")
+        with pytest.raises(ConfigurationError):
+            failed.commit()
+        root = smb_server.share_dir / dest.root
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["y.dump"]

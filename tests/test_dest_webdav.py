@@ -118,3 +118,44 @@ def _peak_memory_of_round_trip(dest: Destination, size: int) -> int:
 def test_memory_stays_bounded(webdav_server: webdav.WebDAVServer) -> None:
     with _adapter(webdav_server) as dest:
         assert _peak_memory_of_round_trip(dest, 40 << 20) < 24 << 20  # far below the 40 MiB moved
+
+
+def test_abort_leaves_no_hidden_temporary_file(webdav_server: webdav.WebDAVServer) -> None:
+    """Listings hide temporary names, so look at the server's disk itself."""
+    with _adapter(webdav_server) as dest:
+        writer = dest.open_writer("job/x.dump")
+        writer.write(b"x" * (3 << 20))
+        writer.abort()
+        failed = dest.open_writer("job/y.dump")
+        failed.write(b"y")
+        dest.write_bytes("job/y.dump", b"first")
+        with pytest.raises(ConfigurationError):
+            failed.commit()
+        root = webdav_server.data_dir / dest.root
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["y.dump"]
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (401, "AuthenticationError"),
+        (403, "AuthenticationError"),
+        (404, "NotFoundError"),
+        (507, "StorageFullError"),
+        (500, "TransientStorageError"),
+        (503, "TransientStorageError"),
+        (429, "TransientStorageError"),
+        (400, "PermanentError"),
+    ],
+)
+def test_status_classification(status: int, error: str) -> None:
+    import httpx
+
+    from prefect_db_backup import errors
+
+    dest = WebDAVAdapter("https://h/dav/", username="u", password="secret-pw")
+    with pytest.raises(getattr(errors, error)) as caught:
+        dest._raise_status(httpx.Response(status), "upload", "x.dump")
+    assert type(caught.value).__name__ == error
+    assert "secret-pw" not in str(caught.value)
+    assert errors.is_retryable(caught.value) == (error == "TransientStorageError")
