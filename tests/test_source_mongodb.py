@@ -411,3 +411,20 @@ class TestMongoDBConformance(SourceSuite):
             return name
 
         SourceSuite.test_selection_and_missing_database(self, source_for, non_empty)
+
+
+def test_error_translation_without_a_real_server() -> None:
+    """Refused credentials cannot be produced here (nx-27017 has no authentication): check the mapping."""
+    from prefect_db_backup.errors import AuthenticationError, ConfigurationError, ConnectionFailedError
+    from pymongo import errors as mongo_errors
+
+    adapter = MongoDBAdapter("mongodb://alice:uri-secret@db.example:27017/", password="pw-secret")
+    for code in (18, 13):
+        error = adapter._translate(
+            mongo_errors.OperationFailure("Authentication failed. pw-secret", code=code)
+        )
+        assert isinstance(error, AuthenticationError)
+        assert adapter.describe() in str(error) and "pw-secret" not in str(error)
+    timeout = adapter._translate(mongo_errors.ServerSelectionTimeoutError("db.example:27017: timed out"))
+    assert isinstance(timeout, ConnectionFailedError) and "uri-secret" not in str(timeout)
+    assert isinstance(adapter._translate(mongo_errors.ConfigurationError("bad option")), ConfigurationError)
