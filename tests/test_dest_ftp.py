@@ -186,3 +186,20 @@ def test_abort_leaves_no_hidden_temporary_file(ftps_server: ftpd.FTPServer) -> N
             failed.commit()
         root = ftps_server.data_dir / dest.root.lstrip("/")
     assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["y.dump"]
+
+
+def test_list_parser_handles_common_unix_formats() -> None:
+    from prefect_db_backup.adapters.destinations.ftp import _parse_list
+
+    vsftpd = "-rw-------    1 1000     1000         1234 Nov 28 13:15 job 1 bäckup.dump"
+    old = "-rw-r--r--   1 owner group  99 Jan  3  2024 old.dump"
+    folder = "drwxr-xr-x    2 ftp      ftp          4096 Nov 28 13:15 sub dir"
+    link = "lrwxrwxrwx    1 ftp      ftp             7 Nov 28 13:15 latest -> x.dump"
+    entry = _parse_list(vsftpd)
+    assert entry is not None and (entry.name, entry.size, entry.is_dir) == ("job 1 bäckup.dump", 1234, False)
+    entry = _parse_list(old)
+    assert entry is not None and (entry.name, entry.size) == ("old.dump", 99)
+    entry = _parse_list(folder)
+    assert entry is not None and (entry.name, entry.is_dir) == ("sub dir", True)
+    assert _parse_list(link) is None
+    assert _parse_list("total 12") is None

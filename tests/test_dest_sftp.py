@@ -249,3 +249,22 @@ def test_abort_leaves_no_hidden_temporary_file(sftp_server: sshd.SSHServer) -> N
             failed.commit()
         root = Path(dest.root)
     assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["y.dump"]
+
+
+def test_overwrite_without_posix_rename_falls_back(
+    sftp_server: sshd.SSHServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import paramiko
+
+    def unsupported(self: paramiko.SFTPClient, old: str, new: str) -> None:
+        raise OSError("Operation unsupported")
+
+    monkeypatch.setattr(paramiko.SFTPClient, "posix_rename", unsupported)
+    with _adapter(sftp_server) as dest, caplog.at_level(logging.WARNING):
+        dest.write_bytes("a.bin", b"old")
+        dest.write_bytes("a.bin", b"newer", overwrite=True)
+        assert dest.read_bytes("a.bin") == b"newer"
+        with pytest.raises(ConfigurationError):
+            dest.write_bytes("a.bin", b"refused")
+        assert [(i.path, i.size) for i in dest.list()] == [("a.bin", 5)]
+    assert "lacks posix-rename" in caplog.text

@@ -150,7 +150,6 @@ def test_abort_leaves_no_hidden_temporary_file(webdav_server: webdav.WebDAVServe
 )
 def test_status_classification(status: int, error: str) -> None:
     import httpx
-
     from prefect_db_backup import errors
 
     dest = WebDAVAdapter("https://h/dav/", username="u", password="secret-pw")
