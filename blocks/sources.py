@@ -50,6 +50,7 @@ class PostgresSource(Block):
         connect_timeout: Seconds before an unreachable server is reported.
         parallel_jobs: Parallel dump workers; above 1 uses the directory format through a spool folder.
         spool_dir: Folder for the spool of parallel dumps.
+        maintenance_database: Database used for the connection test, listing and globals.
 
     Example:
         Load a saved PostgreSQL source and test it:
@@ -95,6 +96,10 @@ class PostgresSource(Block):
     spool_dir: str | None = Field(
         default=None, description="Folder for the spool of parallel dumps; empty uses the system temp folder."
     )
+    maintenance_database: str = Field(
+        default="postgres",
+        description="Database used to test the connection, list databases and dump globals.",
+    )
 
     @field_validator("databases", "exclude_databases")
     @classmethod
@@ -113,6 +118,7 @@ class PostgresSource(Block):
             include_globals=self.include_globals,
             parallel_jobs=self.parallel_jobs,
             spool_dir=self.spool_dir,
+            maintenance_database=self.maintenance_database,
         )
 
     def describe(self) -> str:

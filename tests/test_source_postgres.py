@@ -137,6 +137,20 @@ def test_connection_reports_versions(source: PostgresAdapter) -> None:
     assert info.details["pg_dump_version"] == info.client_version
 
 
+def test_pg_dump_older_than_the_server_is_refused(tmp_path: Path, server: None) -> None:
+    fake = tmp_path / "pg_dump"
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 14.11'\n")
+    fake.chmod(0o755)
+    adapter = PostgresAdapter(pg.HOST, pg.PORT, "postgres", None, pg_dump_path=str(fake))
+    with pytest.raises(ConfigurationError, match=r"pg_dump \(PostgreSQL\) 14\.11 cannot dump a PostgreSQL 15"):
+        adapter.test_connection()
+    newer = tmp_path / "pg_dump17"
+    newer.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 17.2'\n")
+    newer.chmod(0o755)
+    info = PostgresAdapter(pg.HOST, pg.PORT, "postgres", None, pg_dump_path=str(newer)).test_connection()
+    assert info.client_version == "pg_dump (PostgreSQL) 17.2"
+
+
 def test_refused_port_is_connection_failed(server: None) -> None:
     adapter = PostgresAdapter(pg.HOST, pg.free_port(), "postgres", None, connect_timeout=3)
     start = time.monotonic()
