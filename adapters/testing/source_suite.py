@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -372,9 +373,11 @@ class SourceSuite:
 
 @contextlib.contextmanager
 def scanning(secrets: list[str], interval: float = 0.05) -> Iterator[list[tuple[int, str]]]:
-    """Scan ``/proc/*/cmdline`` for ``secrets`` on a thread while the block runs; yields the hits list."""
-    import threading
+    """Scan ``/proc/*/cmdline`` for ``secrets`` on a thread while the block runs; yields the hits list.
 
+    For flow-level tests: wrap a whole backup run in ``with scanning([password]) as hits:`` and assert
+    ``hits == []`` afterwards.
+    """
     hits: list[tuple[int, str]] = []
     stop = threading.Event()
 
