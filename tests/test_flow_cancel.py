@@ -80,7 +80,9 @@ def test_sigterm_to_the_flow_process_ends_the_dump(tmp_path: Path) -> None:
             assert not Path(f"/proc/{pid}").exists()
         visible = [p for p in (tmp_path / "dest").rglob("*") if p.is_file() and not p.name.startswith(".")]
         assert visible == []
-        assert [p for p in (tmp_path / "dest").rglob("*.partial")] == [], "the aborted upload left its temp file"
+        assert [p for p in (tmp_path / "dest").rglob("*.partial")] == [], (
+            "the aborted upload left its temp file"
+        )
     finally:
         blocker.rollback()
         blocker.close()

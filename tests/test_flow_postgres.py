@@ -45,11 +45,15 @@ def fresh_db() -> Iterator[str]:
         pg.drop_database(name)
 
 
-def test_awkward_database_round_trips_through_the_flow(awkward_db: str, fresh_db: str, tmp_path: Path) -> None:
+def test_awkward_database_round_trips_through_the_flow(
+    awkward_db: str, fresh_db: str, tmp_path: Path
+) -> None:
     key = EncryptionProfile.generate()
     job = BackupJob(
         name="pg-flow",
-        source=PostgresSource(host=pg.HOST, port=pg.PORT, user="postgres", databases=[awkward_db], include_globals=True),
+        source=PostgresSource(
+            host=pg.HOST, port=pg.PORT, user="postgres", databases=[awkward_db], include_globals=True
+        ),
         destinations=[LocalDestination(path=str(tmp_path))],
         compression="zstd",
         encryption=key,
@@ -97,11 +101,15 @@ async def _run_records(flow_run_id: Any) -> list[str]:
         children = await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
         )
-        runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
         ids = [r.id for r in runs + children]
         for run in runs + children:
             texts.append(run.model_dump_json())
-        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200)
+        logs = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200
+        )
         texts += [log.message for log in logs]
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))
@@ -118,7 +126,9 @@ def _cmdlines() -> list[str]:
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace"))
+                out.append(
+                    Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+                )
             except OSError:
                 continue
     return out
@@ -128,7 +138,9 @@ def test_password_never_leaks(awkward_db: str, tmp_path: Path) -> None:
     with pg.scram_role() as (role, password):
         job = BackupJob(
             name="pg-secret",
-            source=PostgresSource(host=pg.HOST, port=pg.PORT, user=role, password=password, databases=[awkward_db]),
+            source=PostgresSource(
+                host=pg.HOST, port=pg.PORT, user=role, password=password, databases=[awkward_db]
+            ),
             destinations=[LocalDestination(path=str(tmp_path))],
             compression="gzip",
         )
@@ -152,10 +164,18 @@ def test_password_never_leaks(awkward_db: str, tmp_path: Path) -> None:
         assert not [line for line in seen if password in line], "password in a process's arguments"
 
         # a failing run (wrong password) must not leak it either
-        bad = job.model_copy(update={"source": PostgresSource(host=pg.HOST, port=pg.PORT, user=role, password=password + "x", databases=[awkward_db])})
+        bad = job.model_copy(
+            update={
+                "source": PostgresSource(
+                    host=pg.HOST, port=pg.PORT, user=role, password=password + "x", databases=[awkward_db]
+                )
+            }
+        )
         failed = backup_database(bad, return_state=True)
         assert failed.is_failed()
-        assert "password" in (failed.message or "").lower() or "authentication" in (failed.message or "").lower()
+        assert (
+            "password" in (failed.message or "").lower() or "authentication" in (failed.message or "").lower()
+        )
 
         for run_state in (state, failed):
             texts = asyncio.run(_run_records(run_state.state_details.flow_run_id))
