@@ -88,15 +88,29 @@ def open_plain(destination: Destination, manifest: Manifest, key: bytes | None) 
 
 
 def unit_of(manifest: Manifest, source: Source) -> DumpUnit:
-    """The dump unit a manifest describes, as the source would plan it."""
+    """The dump unit a manifest describes: server-wide objects from the manifest itself, a database as the
+    source plans it (so its restore options apply)."""
     if manifest.unit_kind == "globals":
-        units = [u for u in source.dump_units([]) if u.kind == "globals"]
-        if units:
-            return units[0]
-        raise ConfigurationError(f"source {source.describe()} cannot restore server-wide objects")
+        return DumpUnit(
+            name="globals",
+            kind="globals",
+            extension=plain_extension(manifest.backup_path),
+            database=None,
+            format=manifest.dump_format,
+        )
     if manifest.database is None:
         raise IntegrityError(f"{manifest.backup_path}: the manifest names no database")
     return source.database_unit(manifest.database)
+
+
+def plain_extension(path: str) -> str:
+    """The plain dump's extension in a backup file name (``sql`` in ``..._stamp.sql.zst.enc``)."""
+    name = path.rsplit("/", 1)[-1]
+    name = name.removesuffix(".enc")
+    codec = get_codec(codec_from_path(name))
+    if codec.extension:
+        name = name.removesuffix(codec.extension)
+    return name.rsplit(".", 1)[-1]
 
 
 def restore_backup(

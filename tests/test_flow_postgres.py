@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from servers import postgres as pg
-from test_source_postgres import load_awkward, snapshot, verify_restored
+from servers.postgres import load_awkward, snapshot, verify_restored
 
 from conftest import require_infrastructure
 from prefect_db_backup.adapters.destinations.local import LocalAdapter
@@ -81,6 +81,13 @@ def test_awkward_database_round_trips_through_the_flow(
     )
     assert snapshot(fresh_db) == snapshot(awkward_db)
     verify_restored(awkward_db, fresh_db)
+    # server-wide objects restore too, through a source that was not configured to dump them
+    restore_backup(
+        LocalAdapter(root=tmp_path),
+        by_name["globals"].path,
+        PostgresAdapter(pg.HOST, pg.PORT, "postgres", None),
+        key=key.key_bytes(),
+    )
 
 
 async def _run_records(flow_run_id: Any) -> list[str]:
