@@ -162,6 +162,14 @@ class Source(ABC):
             RestoreFailedError: If the restore fails, with the scrubbed tail of the tool's errors.
         """
 
+    def selectable_databases(self) -> list[str]:
+        """Databases an explicit include list may name; by default the same as :meth:`list_databases`.
+
+        A source overrides this when a system database may be backed up on request (PostgreSQL's
+        ``postgres``) even though "all databases" leaves it out.
+        """
+        return self.list_databases()
+
     def resolve_databases(self, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> list[str]:
         """Choose which databases a backup covers.
 
@@ -170,25 +178,26 @@ class Source(ABC):
             exclude: Databases to leave out.
 
         Returns:
-            The selected databases in server order (or ``include`` order), never a system database.
+            The selected databases in server order (or ``include`` order). "All databases" never includes
+            a system database; an explicit include may name one that :meth:`selectable_databases` offers.
 
         Raises:
             NotFoundError: If an included database does not exist, naming every missing one.
         """
-        available = self.list_databases()
         wanted = list(dict.fromkeys(include))
         excluded = set(exclude)
-        if wanted:
-            missing = [db for db in wanted if db not in available]
-            if missing:
-                raise NotFoundError(
-                    f"{self.describe()}: database(s) not found: {', '.join(sorted(missing))}",
-                    hint=f"available: {', '.join(available) or 'none'}",
-                )
-            selected = wanted
-        else:
-            selected = available
-        return [db for db in selected if db not in excluded and db not in self.system_databases]
+        if not wanted:
+            return [
+                db for db in self.list_databases() if db not in excluded and db not in self.system_databases
+            ]
+        available = self.selectable_databases()
+        missing = [db for db in wanted if db not in available]
+        if missing:
+            raise NotFoundError(
+                f"{self.describe()}: database(s) not found: {', '.join(sorted(missing))}",
+                hint=f"available: {', '.join(available) or 'none'}",
+            )
+        return [db for db in wanted if db not in excluded]
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The source must not be used afterwards."""

@@ -44,7 +44,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
@@ -584,24 +584,22 @@ class PostgresAdapter(Source):
         """Connectable non-template databases, without ``postgres`` (see the module docstring)."""
         return [db for db in self._all_databases() if db not in self.system_databases]
 
-    def resolve_databases(self, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> list[str]:
-        """Like :meth:`Source.resolve_databases`, except that an explicitly included ``postgres`` is kept.
+    def selectable_databases(self) -> list[str]:
+        """Every connectable non-template database, ``postgres`` included (when named explicitly)."""
+        return self._all_databases()
 
-        Raises:
-            NotFoundError: If an included database does not exist (or does not allow connections).
+    def estimate_size(self, unit: DumpUnit) -> int | None:
+        """Approximate plain size of a database's dump: its tables' size on disk, TOAST included.
+
+        Used only for the progress percentage; None for server-wide objects.
         """
-        wanted = list(dict.fromkeys(include))
-        excluded = set(exclude)
-        if not wanted:
-            return [db for db in self.list_databases() if db not in excluded]
-        available = self._all_databases()
-        missing = [db for db in wanted if db not in available]
-        if missing:
-            raise NotFoundError(
-                f"{self.describe()}: database(s) not found: {', '.join(sorted(missing))}",
-                hint=f"available: {', '.join(available) or 'none'}",
-            )
-        return [db for db in wanted if db not in excluded]
+        if unit.database is None:
+            return None
+        with self._connect(unit.database) as conn:
+            row = conn.execute(
+                "SELECT sum(pg_table_size(oid)) FROM pg_class WHERE relkind IN ('r', 'm')"
+            ).fetchone()
+        return int(row[0]) if row and row[0] else None
 
     def dump_units(self, databases: Sequence[str]) -> list[DumpUnit]:
         """One unit per database, plus a ``globals`` unit when ``include_globals`` is set."""
