@@ -58,8 +58,15 @@ def test_awkward_database_round_trips_through_the_flow(
         compression="zstd",
         encryption=key,
     )
-    result = backup_database(job)
+    state = backup_database(job, return_state=True)
+    result = state.result()
     assert result.status == "success"
+    artifacts = asyncio.run(_artifacts(state.state_details.flow_run_id))
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert len(progress) == 2 and all(a.data == 100 for a in progress), progress
+    assert any("dumped" in (a.description or "") for a in progress)
+    [table] = [a for a in artifacts if a.type == "table"]
+    assert awkward_db in str(table.data)
     by_name = {d.name: d for d in result.databases}
     assert set(by_name) == {awkward_db, "globals"}
     assert by_name["globals"].kind == "globals"
@@ -88,6 +95,16 @@ def test_awkward_database_round_trips_through_the_flow(
         PostgresAdapter(pg.HOST, pg.PORT, "postgres", None),
         key=key.key_bytes(),
     )
+
+
+async def _artifacts(flow_run_id: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async with get_client() as client:
+        return await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
 
 
 async def _run_records(flow_run_id: Any) -> list[str]:
