@@ -18,7 +18,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from prefect_db_backup.adapters.source import DumpStream
 from prefect_db_backup.errors import ConfigurationError, DumpFailedError, RestoreFailedError
@@ -67,7 +67,7 @@ def private_file(content: str, *, suffix: str = "") -> Iterator[Path]:
 class _StderrTail:
     """Drains a child's stderr on a thread, keeping only the last bytes."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
         self._tail = bytearray()
         self._thread = threading.Thread(target=self._drain, name="stderr-tail", daemon=True)

@@ -45,7 +45,7 @@ def _load(kind: str, builtin: dict[str, str], group: str, what: str) -> type[Any
     if target is None:
         for ep in entry_points(group=group):
             if ep.name == kind:
-                return ep.load()  # type: ignore[no-any-return]
+                return ep.load()
         known = sorted({*builtin, *(ep.name for ep in entry_points(group=group))})
         raise ConfigurationError(f"unknown {what} kind {kind!r}", hint=f"known kinds: {', '.join(known)}")
     module_name, _, attr = target.partition(":")
@@ -56,7 +56,7 @@ def _load(kind: str, builtin: dict[str, str], group: str, what: str) -> type[Any
             f"the {what} {kind!r} needs a library that is not installed: {exc.name}",
             hint="pip install 'prefect-db-backup' with its dependencies",
         ) from exc
-    return getattr(module, attr)  # type: ignore[no-any-return]
+    return getattr(module, attr)
 
 
 def source_class(engine: str) -> type[Source]:
