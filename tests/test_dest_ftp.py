@@ -9,7 +9,12 @@ from conftest import require_infrastructure
 from prefect_db_backup.adapters.destination import Destination
 from prefect_db_backup.adapters.destinations.ftp import FTPAdapter
 from prefect_db_backup.adapters.testing.destination_suite import DestinationSuite
-from prefect_db_backup.errors import AuthenticationError, ConfigurationError, ConnectionFailedError
+from prefect_db_backup.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectionFailedError,
+    PermanentError,
+)
 from servers import ftpd
 
 
@@ -203,3 +208,12 @@ def test_list_parser_handles_common_unix_formats() -> None:
     assert entry is not None and (entry.name, entry.is_dir) == ("sub dir", True)
     assert _parse_list(link) is None
     assert _parse_list("total 12") is None
+
+
+def test_refused_upload_start_is_classified(ftp_server: ftpd.FTPServer) -> None:
+    """A STOR the server refuses (here: the parent is a file) fails cleanly, leaving nothing behind."""
+    with _adapter(ftp_server) as dest:
+        dest.write_bytes("file", b"x")
+        with pytest.raises(PermanentError):
+            dest.open_writer("file/child.bin")
+        assert [i.path for i in dest.list()] == ["file"]

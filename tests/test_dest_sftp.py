@@ -12,7 +12,12 @@ from conftest import require_infrastructure
 from prefect_db_backup.adapters.destination import Destination
 from prefect_db_backup.adapters.destinations.sftp import SFTPAdapter
 from prefect_db_backup.adapters.testing.destination_suite import DestinationSuite
-from prefect_db_backup.errors import AuthenticationError, ConfigurationError, ConnectionFailedError
+from prefect_db_backup.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectionFailedError,
+    PermanentError,
+)
 from servers import sshd
 
 
@@ -48,24 +53,22 @@ class TestSFTPConformance(DestinationSuite):
         return [sftp_server.password]
 
 
-class TestSFTPKeyLoginConformance(DestinationSuite):
-    """The suite once more with key login, a pinned host key line and a relative-free nested root."""
-
-    large_object_size = 8 << 20  # the 100 MiB case runs above; this class checks the other login path
-
-    @pytest.fixture
-    def destination(self, sftp_server: sshd.SSHServer) -> Iterator[Destination]:
-        root = sftp_server.fresh_root() + "/nested/deeper"  # created on first upload (mkdir -p)
-        with SFTPAdapter(
-            "127.0.0.1",
-            port=sftp_server.port,
-            username=sftp_server.username,
-            private_key=sftp_server.encrypted_private_key,
-            private_key_passphrase=sftp_server.key_passphrase,
-            root=root,
-            host_key=sftp_server.host_key_line,
-        ) as dest:
-            yield dest
+def test_encrypted_key_login_with_pinned_host_key_and_nested_root(sftp_server: sshd.SSHServer) -> None:
+    root = sftp_server.fresh_root() + "/nested/deeper"  # created on the first upload (mkdir -p)
+    with SFTPAdapter(
+        "127.0.0.1",
+        port=sftp_server.port,
+        username=sftp_server.username,
+        private_key=sftp_server.encrypted_private_key,
+        private_key_passphrase=sftp_server.key_passphrase,
+        root=root,
+        host_key=sftp_server.host_key_line,
+    ) as dest:
+        assert list(dest.list()) == []
+        dest.write_bytes("a/b.bin", b"key login")
+        assert dest.read_bytes("a/b.bin") == b"key login"
+        assert [(i.path, i.size) for i in dest.list()] == [("a/b.bin", 9)]
+        dest.test_connection()
 
 
 def test_wrong_password_is_an_authentication_error(sftp_server: sshd.SSHServer) -> None:
@@ -222,7 +225,7 @@ def test_download_memory_does_not_grow_with_size(sftp_server: sshd.SSHServer) ->
     from prefect_db_backup.adapters.testing.destination_suite import stream_upload
 
     with _adapter(sftp_server) as dest:
-        stream_upload(dest, "big.bin", 64 << 20, seed=5)
+        stream_upload(dest, "big.bin", 32 << 20, seed=5)
         tracemalloc.start()
         try:
             with dest.open_reader("big.bin") as reader:
@@ -268,3 +271,13 @@ def test_overwrite_without_posix_rename_falls_back(
             dest.write_bytes("a.bin", b"refused")
         assert [(i.path, i.size) for i in dest.list()] == [("a.bin", 5)]
     assert "lacks posix-rename" in caplog.text
+
+
+def test_refused_upload_is_classified_and_leaves_nothing(sftp_server: sshd.SSHServer) -> None:
+    """An upload the server refuses (here: the parent is a file) fails with a permanent error."""
+    with _adapter(sftp_server) as dest:
+        dest.write_bytes("file", b"x")
+        with pytest.raises(PermanentError), dest.open_writer("file/child.bin") as writer:
+            writer.write(b"data")
+            writer.commit()
+        assert [i.path for i in dest.list()] == ["file"]

@@ -9,7 +9,12 @@ from conftest import require_infrastructure
 from prefect_db_backup.adapters.destination import Destination
 from prefect_db_backup.adapters.destinations.smb import SMBAdapter
 from prefect_db_backup.adapters.testing.destination_suite import DestinationSuite
-from prefect_db_backup.errors import AuthenticationError, ConfigurationError, ConnectionFailedError
+from prefect_db_backup.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectionFailedError,
+    PermanentError,
+)
 from servers import smbd
 from servers.sshd import free_port
 
@@ -151,3 +156,13 @@ def test_abort_leaves_no_hidden_temporary_file(smb_server: smbd.SMBServer) -> No
             failed.commit()
         root = smb_server.share_dir / dest.root
     assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["y.dump"]
+
+
+def test_refused_upload_is_classified_and_leaves_nothing(smb_server: smbd.SMBServer) -> None:
+    """An upload the server refuses (here: the parent is a file) fails with a permanent error."""
+    with _adapter(smb_server) as dest:
+        dest.write_bytes("file", b"x")
+        with pytest.raises(PermanentError), dest.open_writer("file/child.bin") as writer:
+            writer.write(b"data")
+            writer.commit()
+        assert [i.path for i in dest.list()] == ["file"]

@@ -9,7 +9,12 @@ from conftest import require_infrastructure
 from prefect_db_backup.adapters.destination import Destination
 from prefect_db_backup.adapters.destinations.webdav import WebDAVAdapter
 from prefect_db_backup.adapters.testing.destination_suite import DestinationSuite
-from prefect_db_backup.errors import AuthenticationError, ConfigurationError, ConnectionFailedError
+from prefect_db_backup.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectionFailedError,
+    PermanentError,
+)
 from servers import webdav
 from servers.sshd import free_port
 
@@ -158,3 +163,13 @@ def test_status_classification(status: int, error: str) -> None:
     assert type(caught.value).__name__ == error
     assert "secret-pw" not in str(caught.value)
     assert errors.is_retryable(caught.value) == (error == "TransientStorageError")
+
+
+def test_refused_upload_is_classified_and_leaves_nothing(webdav_server: webdav.WebDAVServer) -> None:
+    """An upload the server refuses (here: the parent is a file) fails with a permanent error."""
+    with _adapter(webdav_server) as dest:
+        dest.write_bytes("file", b"x")
+        with pytest.raises(PermanentError), dest.open_writer("file/child.bin") as writer:
+            writer.write(b"data")
+            writer.commit()
+        assert [i.path for i in dest.list()] == ["file"]

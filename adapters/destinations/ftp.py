@@ -466,11 +466,12 @@ class _FTPWriter(ObjectWriter):
         self._final = dest._full(path)
         self._size = 0
         self._done = False
+        self._sock: socket.socket | None = None
         self._conn: ftplib.FTP | None = dest._acquire()
         try:
             dest._mkdirs(self._conn, path)
             try:
-                self._sock: socket.socket | None = self._conn.transfercmd(f"STOR {self._temp}")
+                self._sock = self._conn.transfercmd(f"STOR {self._temp}")
             except ftplib.error_perm:
                 # A folder remembered as created may have been removed since: create again, once.
                 dest._mkdirs(self._conn, path, trust_cache=False)
