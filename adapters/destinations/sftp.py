@@ -48,6 +48,7 @@ from prefect_db_backup.errors import (
     ConnectionFailedError,
     NotFoundError,
     PermanentError,
+    TransientStorageError,
 )
 
 logger = logging.getLogger(__name__)
@@ -253,7 +254,22 @@ class SFTPAdapter(Destination):
     def _open_channel(self) -> paramiko.SFTPClient:
         client = self._transport()
         try:
-            sftp = client.open_sftp()
+            try:
+                sftp = client.open_sftp()
+            except paramiko.ChannelException:
+                # The server's per-connection session limit (OpenSSH MaxSessions, 10 by default) is
+                # reached: give back the idle channels and try once more.
+                with self._lock:
+                    idle, self._idle = self._idle, []
+                for old in idle:
+                    _quiet_close(old)
+                sftp = client.open_sftp()
+        except paramiko.ChannelException as exc:
+            # Not a dead connection: other channels on it are still working, so do not drop it.
+            raise TransientStorageError(
+                f"SFTP on {self.describe()}: the server refused another session on this connection ({exc})",
+                hint="raise MaxSessions in sshd_config or upload to this server with fewer writers at once",
+            ) from exc
         except Exception as exc:
             self._raise(exc, "open an SFTP channel")
         channel = sftp.get_channel()

@@ -1,8 +1,10 @@
 """A private OpenSSH sshd on 127.0.0.1 for SFTP tests.
 
 Runs Debian's ``/usr/sbin/sshd -D -e -f CONFIG`` as root on a free port with its own host key, password and
-public-key login for one dedicated Linux user (created idempotently with ``useradd``; its password is set
-with ``chpasswd`` at every start), and ``internal-sftp``. Everything else lives in a private directory.
+public-key login, and ``internal-sftp``. Each server gets a Linux user of its own (``pdbt`` + random hex,
+created with ``useradd``, random password set with ``chpasswd``, no login shell, removed with ``userdel`` at
+stop): test sessions running side by side never reset each other's password. Everything else lives in a
+private directory.
 
 CI needs: Debian ``openssh-server``, root (to create the user and run sshd).
 """
@@ -13,6 +15,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -25,7 +28,7 @@ from pathlib import Path
 import paramiko
 
 SSHD = "/usr/sbin/sshd"
-USER = "pdbtest"
+USER_PREFIX = "pdbt"
 
 
 def available() -> bool:
@@ -87,17 +90,15 @@ class SSHServer:
         return str(path)
 
 
-def _ensure_user(password: str) -> pwd.struct_passwd:
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", USER],
-            check=True,
-            capture_output=True,
-        )
-    subprocess.run(["chpasswd"], input=f"{USER}:{password}\n".encode(), check=True, capture_output=True)
-    return pwd.getpwnam(USER)
+def _create_user(password: str) -> pwd.struct_passwd:
+    name = f"{USER_PREFIX}{uuid.uuid4().hex[:10]}"
+    subprocess.run(
+        ["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(["chpasswd"], input=f"{name}:{password}\n".encode(), check=True, capture_output=True)
+    return pwd.getpwnam(name)
 
 
 def _key_text(key: paramiko.PKey, password: str | None = None) -> str:
@@ -110,11 +111,22 @@ def _key_text(key: paramiko.PKey, password: str | None = None) -> str:
 
 @contextlib.contextmanager
 def run_sshd() -> Iterator[SSHServer]:
-    """Start a private sshd and stop it (and remove its files) on exit."""
+    """Start a private sshd with a user of its own; stop it, remove the user and the files on exit."""
     base = Path(tempfile.mkdtemp(prefix="pdb-sshd-"))
     os.chmod(base, 0o755)
     password = uuid.uuid4().hex
-    user = _ensure_user(password)
+    user = _create_user(password)
+    try:
+        with _run(base, user, password) as server:
+            yield server
+    finally:
+        # --force: per-connection sshd children may still be exiting.
+        subprocess.run(["userdel", "--force", user.pw_name], check=False, capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _run(base: Path, user: pwd.struct_passwd, password: str) -> Iterator[SSHServer]:
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
 
     host_key_path = base / "ssh_host_ed25519_key"
@@ -130,7 +142,7 @@ def run_sshd() -> Iterator[SSHServer]:
     passphrase = uuid.uuid4().hex
     auth_dir = base / "authorized"
     auth_dir.mkdir(mode=0o755)
-    authorized = auth_dir / USER
+    authorized = auth_dir / user.pw_name
     authorized.write_text("".join(f"{k.get_name()} {k.get_base64()} test\n" for k in (client_key, enc_key)))
     os.chmod(authorized, 0o644)
 
@@ -153,10 +165,9 @@ def run_sshd() -> Iterator[SSHServer]:
                 "PasswordAuthentication yes",
                 "PubkeyAuthentication yes",
                 "KbdInteractiveAuthentication no",
-                f"AllowUsers {USER}",
+                f"AllowUsers {user.pw_name}",
                 "Subsystem sftp internal-sftp",
                 "MaxStartups 100",
-                "MaxSessions 100",
                 "LogLevel ERROR",
                 "",
             ]
@@ -175,7 +186,7 @@ def run_sshd() -> Iterator[SSHServer]:
         wait_for_port(port, proc)
         yield SSHServer(
             port=port,
-            username=USER,
+            username=user.pw_name,
             password=password,
             private_key=_key_text(client_key),
             encrypted_private_key=_key_text(enc_key, passphrase),
@@ -185,10 +196,10 @@ def run_sshd() -> Iterator[SSHServer]:
             data_dir=data_dir,
         )
     finally:
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # the listener and its per-connection children
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        shutil.rmtree(base, ignore_errors=True)
