@@ -34,6 +34,7 @@ from prefect_db_backup.adapters.destination import Destination, ObjectInfo, Obje
 from prefect_db_backup.adapters.destinations._remote import Entry, parent_dirs, temp_name, walk_prefix
 from prefect_db_backup.errors import (
     AuthenticationError,
+    BackupError,
     ConfigurationError,
     ConnectionFailedError,
     NotFoundError,
@@ -143,34 +144,54 @@ class WebDAVAdapter(Destination):
         raise PermanentError(f"{what} failed: {exc}") from exc
 
     def _raise_status(self, response: httpx.Response, action: str, rel: str | None = None) -> NoReturn:
-        where = f"{self.describe()}/{rel}" if rel else self.describe()
+        raise self._status_error(response, action, rel)
+
+    def _status_error(
+        self, response: httpx.Response, action: str, rel: str | None, *, where: str | None = None
+    ) -> BackupError:
+        """Classify an unexpected HTTP status (see the module docstring)."""
+        if where is None:
+            where = f"{self.describe()}/{rel}" if rel else self.describe()
         status = response.status_code
         message = f"WebDAV {action} on {where}: HTTP {status} {response.reason_phrase}"
         if status in (401, 403):
-            raise AuthenticationError(message, hint="check the username, password and permissions")
+            return AuthenticationError(message, hint="check the username, password and permissions")
         if status == 404:
-            raise NotFoundError(f"WebDAV {action}: {where} does not exist")
+            return NotFoundError(f"WebDAV {action}: {where} does not exist")
         if status == 507:
-            raise StorageFullError(message, hint="free space or raise the quota on the server")
+            return StorageFullError(message, hint="free space or raise the quota on the server")
         if status >= 500 or status in (408, 429):
-            raise TransientStorageError(message)
-        raise PermanentError(message)
+            return TransientStorageError(message)
+        return PermanentError(message)
 
     def _mkcols(self, rel_path: str) -> None:
         """Create the collections above ``rel_path`` (the root included), parents first when needed."""
         folders = parent_dirs(self._rel_to_root(rel_path))
         if not folders:
             return
-        # Usually the parent exists (405) or only it is missing (201): one request.
-        response = self._request("MKCOL", self._url_from_base(folders[-1], folder=True))
-        if response.status_code in (201, 405):
+        # Usually the parent exists or only it is missing: one request.
+        if self._mkcol(folders[-1]):
             return
-        if response.status_code != 409:  # 409: an ancestor is missing
-            self._raise_status(response, "create folder", folders[-1])
         for folder in folders:
-            response = self._request("MKCOL", self._url_from_base(folder, folder=True))
-            if response.status_code not in (201, 405):
-                self._raise_status(response, "create folder", folder)
+            if not self._mkcol(folder):
+                raise PermanentError(f"WebDAV create folder {folder!r} under {self.url}: parent missing")
+
+    def _mkcol(self, folder: str) -> bool:
+        """MKCOL one collection (path from the base URL); False when its parent is missing (409).
+
+        A collection that exists already (405), or that a concurrent writer created at the same moment
+        (some servers then answer 500), is success.
+        """
+        url = self._url_from_base(folder, folder=True)
+        response = self._request("MKCOL", url)
+        if response.status_code in (201, 405):
+            return True
+        if response.status_code == 409:
+            return False
+        existing = self._stat_url(url, "create folder", folder)
+        if existing is not None and existing.is_dir:
+            return True
+        raise self._status_error(response, "create folder", None, where=f"{self.url}{folder}")
 
     def _propfind(self, url: str, depth: str) -> httpx.Response:
         return self._request(
