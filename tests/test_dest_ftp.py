@@ -217,3 +217,10 @@ def test_refused_upload_start_is_classified(ftp_server: ftpd.FTPServer) -> None:
         with pytest.raises(PermanentError):
             dest.open_writer("file/child.bin")
         assert [i.path for i in dest.list()] == ["file"]
+
+
+def test_active_mode(ftp_server: ftpd.FTPServer) -> None:
+    with _adapter(ftp_server, passive=False) as dest:
+        dest.write_bytes("a/active.bin", b"active mode")
+        assert dest.read_bytes("a/active.bin") == b"active mode"
+        assert [(i.path, i.size) for i in dest.list()] == [("a/active.bin", 11)]

@@ -166,3 +166,11 @@ def test_refused_upload_is_classified_and_leaves_nothing(smb_server: smbd.SMBSer
             writer.write(b"data")
             writer.commit()
         assert [i.path for i in dest.list()] == ["file"]
+
+
+def test_encrypted_session(smb_server: smbd.SMBServer) -> None:
+    with _adapter(smb_server, encrypt=True) as dest:
+        dest.write_bytes("secret/x.bin", b"sealed")
+        assert dest.read_bytes("secret/x.bin") == b"sealed"
+        session = next(iter(dest._cache.values())).session_table
+        assert all(s.encrypt_data for s in session.values())
