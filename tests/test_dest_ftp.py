@@ -224,3 +224,32 @@ def test_active_mode(ftp_server: ftpd.FTPServer) -> None:
         dest.write_bytes("a/active.bin", b"active mode")
         assert dest.read_bytes("a/active.bin") == b"active mode"
         assert [(i.path, i.size) for i in dest.list()] == [("a/active.bin", 11)]
+
+
+def test_only_the_known_tls_quirk_is_tolerated_and_only_when_asked() -> None:
+    """The FTPS empty-transfer quirk (SHUTDOWN_WHILE_IN_INIT) is tolerated only where verified otherwise."""
+    import ssl
+
+    from prefect_db_backup.adapters.destinations.ftp import _close_data
+
+    class FakeTLS(ssl.SSLSocket):
+        def __init__(self, error: ssl.SSLError) -> None:  # no real socket behind it
+            self.error = error
+            self.was_closed = False
+
+        def unwrap(self) -> None:  # type: ignore[override]
+            raise self.error
+
+        def close(self) -> None:
+            self.was_closed = True
+
+    quirk = ssl.SSLError(1, "[SSL: SHUTDOWN_WHILE_IN_INIT] shutdown while in init (_ssl.c:2706)")
+    other = ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] bad record mac")
+    sock = FakeTLS(quirk)
+    _close_data(sock, tolerate_init_shutdown=True)
+    assert sock.was_closed
+    for error, tolerate in ((quirk, False), (other, True)):
+        sock = FakeTLS(error)
+        with pytest.raises(ssl.SSLError):
+            _close_data(sock, tolerate_init_shutdown=tolerate)
+        assert sock.was_closed
