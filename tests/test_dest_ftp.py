@@ -253,3 +253,21 @@ def test_only_the_known_tls_quirk_is_tolerated_and_only_when_asked() -> None:
         with pytest.raises(ssl.SSLError):
             _close_data(sock, tolerate_init_shutdown=tolerate)
         assert sock.was_closed
+
+
+def test_connection_drop_mid_upload_is_retryable_and_cleaned_up(ftps_server: ftpd.FTPServer) -> None:
+    import socket
+
+    with _adapter(ftps_server) as dest:
+        dest.write_bytes("before.bin", b"ok")
+        with pytest.raises(ConnectionFailedError), dest.open_writer("job/x.dump") as writer:
+            writer.write(b"x" * (1 << 20))
+            # The network drops: both connections of the writer die under it.
+            writer._conn.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+            writer._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+            for _ in range(64):
+                writer.write(b"x" * (1 << 20))
+            writer.commit()
+        assert [i.path for i in dest.list()] == ["before.bin"]
+        root = ftps_server.data_dir / dest.root.lstrip("/")
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["before.bin"]

@@ -281,3 +281,20 @@ def test_refused_upload_is_classified_and_leaves_nothing(sftp_server: sshd.SSHSe
             writer.write(b"data")
             writer.commit()
         assert [i.path for i in dest.list()] == ["file"]
+
+
+def test_connection_drop_mid_upload_is_retryable_and_cleaned_up(sftp_server: sshd.SSHServer) -> None:
+    from pathlib import Path
+
+    with _adapter(sftp_server) as dest:
+        dest.write_bytes("before.bin", b"ok")
+        with pytest.raises(ConnectionFailedError), dest.open_writer("job/x.dump") as writer:
+            writer.write(b"x" * (1 << 20))
+            dest._client.get_transport().close()  # type: ignore[union-attr]  # the network drops
+            for _ in range(64):
+                writer.write(b"x" * (1 << 20))
+            writer.commit()
+        # abort() reconnected to remove the temporary file; the adapter works again.
+        assert [i.path for i in dest.list()] == ["before.bin"]
+        root = Path(dest.root)
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["before.bin"]

@@ -569,16 +569,23 @@ class _FTPWriter(ObjectWriter):
                     self._dest._discard(self._conn)
                     self._conn = None
         conn, self._conn = self._conn, None
-        try:
-            if conn is None:
-                conn = self._dest._acquire()
-            with contextlib.suppress(ftplib.error_perm):
-                conn.delete(self._temp)
-        except Exception:
-            logger.warning("could not remove temporary file %s on %s", self._temp, self._dest.describe())
-            if conn is not None:
-                self._dest._discard(conn)
-            return
+        for attempt in range(2):  # the second time on a fresh connection
+            try:
+                if conn is None:
+                    conn = self._dest._acquire()
+                with contextlib.suppress(ftplib.error_perm):
+                    conn.delete(self._temp)
+                break
+            except Exception:
+                if conn is not None:
+                    self._dest._discard(conn)
+                    conn = None
+                if attempt:
+                    logger.warning(
+                        "could not remove temporary file %s on %s", self._temp, self._dest.describe()
+                    )
+                    return
+        assert conn is not None
         if discard:
             self._dest._discard(conn)
         else:

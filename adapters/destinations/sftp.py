@@ -589,7 +589,12 @@ class _SFTPWriter(ObjectWriter):
         except FileNotFoundError:
             pass
         except Exception:
-            logger.warning("could not remove temporary file %s on %s", self._temp, self._dest.describe())
+            # The channel or the connection may be gone: try once more through a fresh one.
+            try:
+                with self._dest._channel() as sftp, contextlib.suppress(FileNotFoundError):
+                    sftp.remove(self._temp)
+            except Exception:
+                logger.warning("could not remove temporary file %s on %s", self._temp, self._dest.describe())
         self._dest._release(self._sftp, healthy=False)
 
 
