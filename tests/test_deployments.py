@@ -1,4 +1,4 @@
-"""The ways users trigger jobs besides Python: block registration, prefect.yaml deployments, a worker, the CLI."""
+"""How users trigger jobs besides Python: block registration, prefect.yaml deployments, a worker, the CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-
 from prefect_db_backup.blocks import BackupJob, LocalDestination, RetentionPolicy, SQLiteSource
 from prefect_db_backup.inventory import take_inventory
 
