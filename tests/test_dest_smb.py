@@ -174,3 +174,20 @@ def test_encrypted_session(smb_server: smbd.SMBServer) -> None:
         assert dest.read_bytes("secret/x.bin") == b"sealed"
         session = next(iter(dest._cache.values())).session_table
         assert all(s.encrypt_data for s in session.values())
+
+
+def test_connection_drop_mid_upload_is_retryable_and_cleaned_up(smb_server: smbd.SMBServer) -> None:
+    import socket
+
+    with _adapter(smb_server) as dest:
+        dest.write_bytes("before.bin", b"ok")
+        with pytest.raises(ConnectionFailedError), dest.open_writer("job/x.dump") as writer:
+            writer.write(b"x" * (1 << 20))
+            # The network drops under the connection.
+            next(iter(dest._cache.values())).transport._sock.shutdown(socket.SHUT_RDWR)
+            for _ in range(8):
+                writer.write(b"x" * (1 << 20))
+            writer.commit()
+        assert [i.path for i in dest.list()] == ["before.bin"]  # reconnected
+        root = smb_server.share_dir / dest.root
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["before.bin"]
