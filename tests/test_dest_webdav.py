@@ -173,3 +173,18 @@ def test_refused_upload_is_classified_and_leaves_nothing(webdav_server: webdav.W
             writer.write(b"data")
             writer.commit()
         assert [i.path for i in dest.list()] == ["file"]
+
+
+def test_server_dying_mid_upload_is_retryable() -> None:
+    import os
+    import signal
+
+    require_infrastructure(webdav.available(), "PyPI wsgidav and cheroot")
+    with webdav.run_webdav() as server, _adapter(server, timeout=5) as dest:
+        dest.write_bytes("before.bin", b"ok")
+        with pytest.raises(ConnectionFailedError), dest.open_writer("job/x.dump") as writer:
+            writer.write(b"x" * (1 << 20))
+            os.kill(server.pid, signal.SIGKILL)
+            for _ in range(64):
+                writer.write(b"x" * (1 << 20))
+            writer.commit()

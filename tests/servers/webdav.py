@@ -41,12 +41,14 @@ class WebDAVServer:
         username: Basic-auth user.
         password: Its password.
         data_dir: Local folder the server shares at ``/``.
+        pid: Process id of the server (tests may kill it to simulate an outage).
     """
 
     url: str
     username: str
     password: str
     data_dir: Path
+    pid: int
 
     def fresh_root(self) -> str:
         """Create a new empty collection and return its path below the base URL."""
@@ -82,7 +84,7 @@ def run_webdav() -> Iterator[WebDAVServer]:
             time.sleep(0.05)
         port = int(port_file.read_text())
         yield WebDAVServer(
-            url=f"http://127.0.0.1:{port}/", username=USER, password=password, data_dir=data_dir
+            url=f"http://127.0.0.1:{port}/", username=USER, password=password, data_dir=data_dir, pid=proc.pid
         )
     finally:
         proc.send_signal(signal.SIGTERM)
