@@ -38,6 +38,17 @@ def _destination(job: BackupJob, index: int) -> Destination:
     return RetryingDestination(destinations[index - 1].get_adapter())
 
 
+def _load(job: str) -> BackupJob:
+    """Load a saved job, or exit with a clear message."""
+    from prefect_db_backup.errors import BackupError
+    from prefect_db_backup.tasks.initialize import load_job
+
+    try:
+        return load_job(job)
+    except BackupError as exc:
+        _fail(str(exc))
+
+
 def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(1)
@@ -69,10 +80,9 @@ def run(job: JobArg, lock: Annotated[bool, typer.Option(help="Lock this run's ba
 def list_backups(job: JobArg, destination: DestOpt = 1) -> None:
     """List a job's committed backups on one destination, newest first."""
     from prefect_db_backup.inventory import take_inventory
-    from prefect_db_backup.tasks.initialize import load_job
     from prefect_db_backup.units import format_bytes
 
-    backup_job = load_job(job)
+    backup_job = _load(job)
     with _destination(backup_job, destination) as dest:
         inventory = take_inventory(dest, backup_job.name)
     for backup in reversed(inventory.committed):
@@ -149,9 +159,8 @@ def restore(
     """Restore one backup into the job's source server (verified, decrypted, decompressed on the fly)."""
     from prefect_db_backup.errors import BackupError
     from prefect_db_backup.restore import restore_backup
-    from prefect_db_backup.tasks.initialize import load_job
 
-    backup_job = load_job(job)
+    backup_job = _load(job)
     key = backup_job.encryption.key_bytes() if backup_job.encryption else None
     try:
         with _destination(backup_job, destination) as dest:
@@ -166,9 +175,8 @@ def restore(
 def _set_lock(job: str, backup: str, destination: int, locked: bool) -> None:
     from prefect_db_backup.errors import BackupError
     from prefect_db_backup.locking import set_locked
-    from prefect_db_backup.tasks.initialize import load_job
 
-    backup_job = load_job(job)
+    backup_job = _load(job)
     try:
         with _destination(backup_job, destination) as dest:
             storage = set_locked(dest, backup_job.name, backup, locked)

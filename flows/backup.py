@@ -94,9 +94,12 @@ def backup_database(job: str | BackupJob, lock: bool = False) -> BackupResult | 
                 logger.warning("Retention failed (the backup itself succeeded): %s", state.message)
 
     if result.status == "partial":
+        failed = [f"{d.name}: {d.error}" for d in result.databases if d.status == "failed" and d.error]
         return Completed(
             name="Partial",
-            message=f"Backup partially failed on: {', '.join(result.failed_destinations)}",
+            message="Backup partially failed on: "
+            + ", ".join(result.failed_destinations)
+            + (f" ({'; '.join(failed)})" if failed else ""),
             data=result,
         )
     return result
