@@ -165,8 +165,15 @@ class Destination(ABC):
         """A human-readable location without secrets, such as ``s3://bucket/prefix`` or ``/srv/backups``."""
 
     @abstractmethod
-    def open_writer(self, path: str, *, overwrite: bool = False) -> ObjectWriter:
+    def open_writer(self, path: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
         """Start a streamed upload of unknown length to ``path``.
+
+        Args:
+            path: Where the object will appear once committed.
+            overwrite: Replace an existing object at commit (only manifests of locked backups need this).
+            size_hint: Expected size in bytes, if known; it may be wrong either way. A destination may use it
+                to size buffers or parts (S3 raises its part size so a large object fits in 10,000 parts) and
+                must still accept any size.
 
         Raises:
             ConfigurationError: If the path is invalid.

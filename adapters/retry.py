@@ -167,10 +167,11 @@ class RetryingDestination(Destination):
         """The wrapped destination's description."""
         return self.inner.describe()
 
-    def open_writer(self, path: str, *, overwrite: bool = False) -> ObjectWriter:
+    def open_writer(self, path: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
         """Open a writer, retrying the opening only; writes and commit are never retried from here."""
         return self._call(
-            f"open upload of {path!r}", lambda: self.inner.open_writer(path, overwrite=overwrite)
+            f"open upload of {path!r}",
+            lambda: self.inner.open_writer(path, overwrite=overwrite, size_hint=size_hint),
         )
 
     def open_reader(self, path: str) -> BinaryIO:

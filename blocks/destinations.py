@@ -121,11 +121,12 @@ class S3Destination(Block):
         "where required, for servers that reject them (when_required).",
     )
     part_size_mib: int = Field(
-        default=16,
+        default=8,
         ge=5,
         le=5120,
-        description="Multipart part size in MiB; memory per upload is about one part; objects can have at "
-        "most 10,000 parts.",
+        description="Multipart part size in MiB; memory per upload is (upload_concurrency + 1) parts. An "
+        "object has at most 10,000 parts, so the part size is raised automatically when the database's "
+        "expected size needs it.",
     )
     upload_concurrency: int = Field(
         default=2,

@@ -79,9 +79,10 @@ def dump(plan: BackupPlan, unit: DumpUnit) -> DumpOutcome:
     started = utc_now()
     outcome = DumpOutcome(unit=unit, path=path, started_at=started, finished_at=started)
     writers: dict[str, ObjectWriter] = {}
+    size_hint = plan.estimates.get(unit.name)
     for target in plan.targets:
         try:
-            writers[target.key] = target.adapter.open_writer(path)
+            writers[target.key] = target.adapter.open_writer(path, size_hint=size_hint)
         except BackupError as exc:
             outcome.errors[target.key] = str(exc)
             logger.error("Cannot start upload to %s: %s", target.description, exc)

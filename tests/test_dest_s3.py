@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -461,3 +462,21 @@ def test_block_refuses_escaping_names(field: str, value: str) -> None:
     options = {"bucket": "b", field: value}
     with pytest.raises(ValidationError, match=field):
         S3Destination(**options)
+
+
+def test_part_size_grows_with_the_expected_size(seaweedfs: SeaweedFS, bucket: str) -> None:
+    adapter = make_adapter(seaweedfs, bucket, part_size=8 * MiB)
+    assert adapter.part_size_for(None) == adapter.part_size == 8 * MiB
+    assert adapter.part_size_for(10 * 1024 * MiB) == 8 * MiB  # 10 GiB: 20 GiB in 8 MiB parts fits
+    big = 500 * 1024 * MiB  # 500 GiB expected: twice that in 10,000 parts needs 103 MiB parts
+    part = adapter.part_size_for(big)
+    assert part % MiB == 0 and part * 10_000 >= 2 * big and part < 2 * big / 10_000 + MiB
+    # the writer really uses it: a 12 MiB object with a large hint is one part, not two
+    recorder = []
+    client = adapter.client
+    client.meta.events.register("before-call.s3.UploadPart", lambda params, **_: recorder.append(params))
+    with adapter.open_writer("hinted", size_hint=100 * 1024 * MiB) as writer:
+        writer.write(os.urandom(12 * MiB))
+        writer.commit()
+    assert recorder == []
+    assert adapter.stat("hinted").size == 12 * MiB

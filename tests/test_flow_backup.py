@@ -178,8 +178,8 @@ def test_failed_dump_leaves_no_backup_and_skips_retention(
 class _BrokenAdapter(LocalAdapter):
     """A real local destination whose uploads fail after 1 MiB (fault injection)."""
 
-    def open_writer(self, path: str, *, overwrite: bool = False):  # type: ignore[no-untyped-def]
-        writer = super().open_writer(path, overwrite=overwrite)
+    def open_writer(self, path: str, *, overwrite: bool = False, size_hint: int | None = None):  # type: ignore[no-untyped-def]
+        writer = super().open_writer(path, overwrite=overwrite, size_hint=size_hint)
         real_write = writer.write
         written = [0]
 

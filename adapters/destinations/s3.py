@@ -1,7 +1,7 @@
 """A destination in an S3 bucket (AWS S3 or an S3-compatible server: MinIO, R2, Hetzner, SeaweedFS, ...).
 
 Uploads
-    A writer buffers one part (``part_size``, default 16 MiB). Objects smaller than one part are stored
+    A writer buffers one part (``part_size``, default 8 MiB, raised for large expected sizes). Objects smaller than one part are stored
     with one ``PutObject`` at commit. Larger ones become a multipart upload of equal-size parts (the last
     may be shorter); up to ``upload_concurrency`` full parts upload on worker threads while the next part
     fills, so memory stays at ``(upload_concurrency + 1) * part_size`` whatever the object size. On any
@@ -77,9 +77,9 @@ MiB = 1 << 20
 MIN_PART_SIZE = 5 * MiB
 #: S3's largest allowed part.
 MAX_PART_SIZE = 5 * 1024 * MiB
-#: S3's largest part number: with 16 MiB parts an object can reach 160 GiB.
+#: S3's largest part number: with 8 MiB parts an object can reach 78 GiB, hence ``part_size_for``.
 MAX_PARTS = 10_000
-DEFAULT_PART_SIZE = 16 * MiB
+DEFAULT_PART_SIZE = 8 * MiB
 
 ChecksumMode = Literal["when_supported", "when_required"]
 AddressingStyle = Literal["auto", "path", "virtual"]
@@ -367,9 +367,18 @@ class S3Adapter(Destination):
 
     # -- contract -------------------------------------------------------------------------------------------
 
-    def open_writer(self, path: str, *, overwrite: bool = False) -> ObjectWriter:
-        """Start a buffered, multipart-when-large upload of ``path``."""
-        return _S3Writer(self, path, self._key(path), overwrite)
+    def open_writer(self, path: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
+        """Start a buffered, multipart-when-large upload of ``path``, in parts of :meth:`part_size_for`."""
+        return _S3Writer(self, path, self._key(path), overwrite, self.part_size_for(size_hint))
+
+    def part_size_for(self, size_hint: int | None) -> int:
+        """The part size of an upload: the configured one, raised (to whole MiB) when twice the expected
+        size would need more than :data:`MAX_PARTS` parts. Doubling leaves room for a hint that was low."""
+        if not size_hint:
+            return self.part_size
+        needed = -(-2 * size_hint // MAX_PARTS)
+        needed = -(-needed // MiB) * MiB
+        return min(MAX_PART_SIZE, max(self.part_size, needed))
 
     def open_reader(self, path: str) -> BinaryIO:
         """Stream ``GetObject``'s body."""
@@ -612,9 +621,10 @@ class _S3Writer(ObjectWriter):
     numbers whatever order they finish in.
     """
 
-    def __init__(self, dest: S3Adapter, path: str, key: str, overwrite: bool) -> None:
+    def __init__(self, dest: S3Adapter, path: str, key: str, overwrite: bool, part_size: int) -> None:
         self.path = path
         self._dest = dest
+        self._part_size = part_size
         self._key = key
         self._overwrite = overwrite
         # The first buffer grows while the first part fills (small objects stay small); full-size buffers
@@ -638,7 +648,7 @@ class _S3Writer(ObjectWriter):
         if self._done:
             raise ConfigurationError(f"writer for {self.path!r} is already committed or aborted")
         view = memoryview(data).cast("B")
-        part_size = self._dest.part_size
+        part_size = self._part_size
         try:
             while view:
                 n = min(part_size - self._filled, len(view))
@@ -678,7 +688,7 @@ class _S3Writer(ObjectWriter):
         number = self._next_part
         if number > MAX_PARTS:
             raise ConfigurationError(
-                f"{self.path!r} is too large for {MAX_PARTS} parts of {dest.part_size} bytes",
+                f"{self.path!r} is too large for {MAX_PARTS} parts of {self._part_size} bytes",
                 hint="raise part_size",
             )
         self._next_part += 1
