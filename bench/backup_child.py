@@ -1,7 +1,8 @@
 """One measured backup, run as its own process by bench/backup_vs_shell.py; prints a JSON line.
 
-The Prefect (ephemeral) server is warmed up with a trivial flow first, so the timed part is the backup
-flow itself: initialize, dump -> zstd-3 -> AES-256-GCM -> destination, verify, manifest, completion.
+The parent passes ``PREFECT_API_URL`` of a Prefect server it started (as a worker's flow process has);
+a trivial flow warms the client up first, so the timed part is the backup flow itself: initialize,
+dump -> zstd-3 -> AES-256-GCM -> destination, verify, manifest, completion.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def main() -> None:
         json.dumps(
             {
                 "seconds": seconds,
+                "dump_seconds": sum(d.seconds for d in result.databases),
                 "plaintext_size": db.plaintext_size,
                 "stored_size": db.stored_size,
                 "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
