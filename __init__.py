@@ -34,8 +34,10 @@ _LAZY_BLOCKS = (
 
 
 def __getattr__(name: str) -> object:
-    """Expose the block classes lazily, so ``prefect block register -m prefect_db_backup`` finds them
-    without making ``import prefect_db_backup`` import Prefect.
+    """Expose the block classes lazily.
+
+    ``prefect block register -m prefect_db_backup`` finds them, yet ``import prefect_db_backup`` does not
+    import Prefect.
     """
     if name in _LAZY_BLOCKS:
         from prefect_db_backup import blocks

@@ -88,7 +88,9 @@ def list_backups(job: JobArg, destination: DestOpt = 1) -> None:
     for backup in reversed(inventory.committed):
         m = backup.manifest
         lock = " locked" if m.locked else ""
-        typer.echo(f"{m.started_at:%Y-%m-%d %H:%M:%S}Z  {format_bytes(m.stored_size):>10}  {backup.path}{lock}")
+        typer.echo(
+            f"{m.started_at:%Y-%m-%d %H:%M:%S}Z  {format_bytes(m.stored_size):>10}  {backup.path}{lock}"
+        )
     for path, why in inventory.unreadable:
         typer.echo(f"UNREADABLE {path}: {why}", err=True)
     for info in inventory.leftovers:
@@ -187,7 +189,9 @@ def _set_lock(job: str, backup: str, destination: int, locked: bool) -> None:
 
 
 @app.command()
-def lock(job: JobArg, backup: Annotated[str, typer.Argument(help="Backup file path.")], destination: DestOpt = 1) -> None:
+def lock(
+    job: JobArg, backup: Annotated[str, typer.Argument(help="Backup file path.")], destination: DestOpt = 1
+) -> None:
     """Lock a backup: retention never deletes it."""
     _set_lock(job, backup, destination, True)
 
@@ -223,7 +227,7 @@ def retention(
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the sample database and ./backups go.")] = Path("."),
 ) -> None:
-    """Back up a sample SQLite database, encrypted and compressed, into ./backups, then restore and check it."""
+    """Back up a sample SQLite database (encrypted, compressed) into ./backups, then restore and check it."""
     from prefect_db_backup.flows.demo import run_demo
 
     run_demo(workdir)

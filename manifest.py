@@ -121,7 +121,9 @@ def new_run_stamp(now: datetime) -> str:
     return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def backup_file_path(job: str, unit_name: str, stamp: str, extension: str, codec_ext: str, encrypted: bool) -> str:
+def backup_file_path(
+    job: str, unit_name: str, stamp: str, extension: str, codec_ext: str, encrypted: bool
+) -> str:
     """Build ``<job>/<job>_<unit>_<stamp>.<ext>[.gz|.br|.zst][.enc]``."""
     suffix = f".{extension}{codec_ext}{'.enc' if encrypted else ''}"
     return f"{job}/{job}_{unit_name}_{stamp}{suffix}"

@@ -10,7 +10,7 @@ _FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
 def validate_name(value: str, *, field: str) -> str:
-    """Check that a job or database name can safely be one segment of a path.
+    r"""Check that a job or database name can safely be one segment of a path.
 
     Args:
         value: The name.

@@ -27,10 +27,16 @@ class ExpectHashStage(HashStage):
         self._what = what
 
     def finish(self) -> bytes:
+        """Compare size and SHA-256 with the manifest.
+
+        Raises:
+            IntegrityError: If either differs.
+        """
+        size, digest = self._expected
         if (self.size, self.hexdigest) != self._expected:
             raise IntegrityError(
                 f"{self._what} does not match its manifest: {self.size} bytes with SHA-256 "
-                f"{self.hexdigest[:16]}..., expected {self._expected[0]} bytes with {self._expected[1][:16]}..."
+                f"{self.hexdigest[:16]}..., expected {size} bytes with {digest[:16]}..."
             )
         return b""
 
@@ -45,7 +51,12 @@ def codec_from_path(path: str) -> str:
 
 
 def reading_stages(
-    *, encrypted: bool, key: bytes | None, codec: str, decompress: bool = True, expect: ExpectHashStage | None = None
+    *,
+    encrypted: bool,
+    key: bytes | None,
+    codec: str,
+    decompress: bool = True,
+    expect: ExpectHashStage | None = None,
 ) -> list[Stage]:
     """Stages that turn stored bytes back into the plain dump.
 
@@ -88,8 +99,11 @@ def open_plain(destination: Destination, manifest: Manifest, key: bytes | None) 
 
 
 def unit_of(manifest: Manifest, source: Source) -> DumpUnit:
-    """The dump unit a manifest describes: server-wide objects from the manifest itself, a database as the
-    source plans it (so its restore options apply)."""
+    """The dump unit a manifest describes.
+
+    Server-wide objects are described by the manifest itself; a database as the source plans it, so that
+    the source's restore options apply.
+    """
     if manifest.unit_kind == "globals":
         return DumpUnit(
             name="globals",
@@ -146,4 +160,3 @@ def restore_backup(
 
 def _as_binary(reader: StageReader) -> BinaryIO:
     return reader  # StageReader implements the read() subset of BinaryIO that restores use
-

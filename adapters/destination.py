@@ -137,8 +137,10 @@ class ObjectWriter(ABC):
 
     @abstractmethod
     def abort(self) -> None:
-        """Discard the upload and clean up temporary state. Idempotent; never raises for cleanup problems
-        it can log instead; a no-op after a successful commit."""
+        """Discard the upload and clean up temporary state.
+
+        Idempotent; never raises for cleanup problems it can log instead; a no-op after a successful commit.
+        """
 
     def __enter__(self) -> ObjectWriter:
         return self
@@ -165,7 +167,9 @@ class Destination(ABC):
         """A human-readable location without secrets, such as ``s3://bucket/prefix`` or ``/srv/backups``."""
 
     @abstractmethod
-    def open_writer(self, path: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
+    def open_writer(
+        self, path: str, *, overwrite: bool = False, size_hint: int | None = None
+    ) -> ObjectWriter:
         """Start a streamed upload of unknown length to ``path``.
 
         Args:

@@ -167,7 +167,9 @@ class RetryingDestination(Destination):
         """The wrapped destination's description."""
         return self.inner.describe()
 
-    def open_writer(self, path: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
+    def open_writer(
+        self, path: str, *, overwrite: bool = False, size_hint: int | None = None
+    ) -> ObjectWriter:
         """Open a writer, retrying the opening only; writes and commit are never retried from here."""
         return self._call(
             f"open upload of {path!r}",

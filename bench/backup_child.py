@@ -13,7 +13,6 @@ import resource
 import time
 
 from prefect import flow
-
 from prefect_db_backup.blocks import (
     BackupJob,
     EncryptionProfile,

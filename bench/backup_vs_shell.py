@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pgdata import ensure_database, plain_dump_size  # noqa: E402
+from pgdata import ensure_database, plain_dump_size
 
 HERE = Path(__file__).parent
 API_URL = ""

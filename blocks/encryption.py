@@ -35,7 +35,9 @@ class EncryptionProfile(Block):
     _block_type_name = "DB Backup Encryption Key"
     _block_type_slug = "db-backup-encryption-key"
     _description = "A 256-bit AES-GCM key for encrypting database backups; stored as a secret."
-    _documentation_url = HttpUrl("https://github.com/prefect-db-backup/prefect-db-backup/blob/main/docs/format.md")
+    _documentation_url = HttpUrl(
+        "https://github.com/prefect-db-backup/prefect-db-backup/blob/main/docs/format.md"
+    )
 
     key: SecretStr = Field(
         description="The key in text form (pdbk1:...), as printed by 'prefect-db-backup keygen'."

@@ -70,7 +70,8 @@ class BackupJob(Block):
     tags: list[str] = Field(default_factory=list, description="Extra tags for the job's task runs.")
     verify: Literal["checksum", "size"] = Field(
         default="checksum",
-        description="After upload, 'checksum' reads stored files back and compares SHA-256; 'size' only sizes.",
+        description="After upload, 'checksum' reads stored files back and compares SHA-256; 'size' "
+        "compares sizes only.",
     )
 
     @field_validator("name")

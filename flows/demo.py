@@ -44,13 +44,21 @@ def create_sample_database(path: Path, rows: int = 20_000) -> None:
         )
         db.executemany(
             "INSERT INTO customers VALUES (?, ?, ?, ?)",
-            ((i, f"Customer {i} ünïcödé", f"c{i}@example.com", None if i % 7 else "VIP") for i in range(1, rows // 10 + 1)),
+            (
+                (i, f"Customer {i} ünïcödé", f"c{i}@example.com", None if i % 7 else "VIP")
+                for i in range(1, rows // 10 + 1)
+            ),
         )
         db.executemany(
             "INSERT INTO orders VALUES (?, ?, ?, ?, ?)",
             (
-                (i, rng.randint(1, rows // 10), rng.randint(100, 100_000), f"2026-11-{rng.randint(1, 28):02d}",
-                 rng.randbytes(64))
+                (
+                    i,
+                    rng.randint(1, rows // 10),
+                    rng.randint(100, 100_000),
+                    f"2026-11-{rng.randint(1, 28):02d}",
+                    rng.randbytes(64),
+                )
                 for i in range(1, rows + 1)
             ),
         )
@@ -89,9 +97,10 @@ def run_demo(workdir: Path) -> None:
     print("3. Running the backup flow on Prefect (ephemeral server, no installation needed)...")
     result = backup_database(job)
     database = result.databases[0]
+    digest = (database.sha256 or "")[:16]
     print(
         f"   {result.status}: {database.name} {format_bytes(database.plaintext_size)} -> "
-        f"{format_bytes(database.stored_size)} stored, sha256 {database.sha256[:16] if database.sha256 else ''}..."
+        f"{format_bytes(database.stored_size)} stored, sha256 {digest}..."
     )
     print(f"   file: {backups / (database.path or '')}")
 

@@ -26,6 +26,8 @@ from pydantic import BaseModel, Field
 
 #: Uncommitted files younger than this are left alone: they may belong to a backup still being committed.
 DEFAULT_LEFTOVER_GRACE = timedelta(hours=24)
+#: Rows of the retention table artifact at most (deletions are listed first).
+MAX_ARTIFACT_ROWS = 1000
 
 
 class RetentionOutcome(BaseModel):
@@ -124,7 +126,9 @@ def _publish(job_name: str, outcomes: list[RetentionOutcome]) -> None:
                 {
                     "destination": outcome.destination,
                     "backup": path,
-                    "action": "keep" if path in outcome.kept else ("would delete" if outcome.dry_run else "delete"),
+                    "action": "keep"
+                    if path in outcome.kept
+                    else ("would delete" if outcome.dry_run else "delete"),
                     "rule": outcome.reasons.get(path, ""),
                 }
             )
@@ -141,6 +145,14 @@ def _publish(job_name: str, outcomes: list[RetentionOutcome]) -> None:
             }
             for p in outcome.leftovers_removed
         ]
+    # Deletions first; a destination with many thousands of backups gets a readable, bounded table.
+    rows.sort(key=lambda row: row["action"] == "keep")
+    if len(rows) > MAX_ARTIFACT_ROWS:
+        hidden = len(rows) - MAX_ARTIFACT_ROWS + 1
+        rows = rows[: MAX_ARTIFACT_ROWS - 1]
+        rows.append(
+            {"destination": "", "backup": f"... {hidden} more rows (kept backups)", "action": "", "rule": ""}
+        )
     create_table_artifact(
         rows, key=artifact_key("retention", job_name), description=f"Retention of job {job_name}"
     )
@@ -180,7 +192,9 @@ def apply_retention(
         description = block.describe()
         try:
             with RetryingDestination(block.get_adapter()) as destination:
-                outcome = retain_on(destination, description, backup_job.name, rules, now=now, dry_run=dry_run)
+                outcome = retain_on(
+                    destination, description, backup_job.name, rules, now=now, dry_run=dry_run
+                )
         except BackupError as exc:
             failures.append(f"{description}: {exc}")
             logger.error("Retention on %s failed: %s", description, exc)

@@ -1,7 +1,8 @@
 """Pump one dump through the stages to every destination writer, reading it exactly once.
 
 The recipe for a backup file is ``count plain bytes -> compress -> encrypt -> hash and count stored bytes``;
-the stored bytes are written to each destination's :class:`~prefect_db_backup.adapters.destination.ObjectWriter`.
+the stored bytes are written to each destination's
+:class:`~prefect_db_backup.adapters.destination.ObjectWriter`.
 A reader thread keeps the dump tool's pipe drained while the caller's thread compresses and encrypts, so the
 two overlap on two cores. Memory is bounded by ``chunk_size x (prefetch + 2)`` plus codec state.
 

@@ -58,13 +58,16 @@ class CountStage(Stage):
         self.size = 0
 
     def process(self, data: bytes) -> bytes:
+        """Count ``data`` and return it unchanged."""
         self.size += len(data)
         return data
 
     def finish(self) -> bytes:
+        """Nothing is buffered: return nothing."""
         return b""
 
     def result(self) -> dict[str, Any]:
+        """Report the byte count."""
         return {"size": self.size}
 
 
@@ -78,6 +81,7 @@ class HashStage(CountStage):
         self._hash = hashlib.sha256()
 
     def process(self, data: bytes) -> bytes:
+        """Hash and count ``data``, and return it unchanged."""
         self._hash.update(data)
         return super().process(data)
 
@@ -87,6 +91,7 @@ class HashStage(CountStage):
         return self._hash.hexdigest()
 
     def result(self) -> dict[str, Any]:
+        """Report the byte count and the SHA-256."""
         return {"size": self.size, "sha256": self.hexdigest}
 
 

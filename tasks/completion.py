@@ -13,7 +13,9 @@ from prefect_db_backup.tasks.progress import artifact_key
 from prefect_db_backup.units import format_bytes
 
 
-def database_result(plan: BackupPlan, name: str, outcome: DumpOutcome | None, error: str | None) -> DatabaseResult:
+def database_result(
+    plan: BackupPlan, name: str, outcome: DumpOutcome | None, error: str | None
+) -> DatabaseResult:
     """Summarize one unit: one copy per destination, each either complete or failed with its reason."""
     unit = next(u for u in plan.units if u.name == name)
     copies = []
@@ -41,7 +43,9 @@ def database_result(plan: BackupPlan, name: str, outcome: DumpOutcome | None, er
 
 
 @task(name="completion", **STEP_OPTIONS)
-def complete(plan: BackupPlan, outcomes: dict[str, DumpOutcome | None], errors: dict[str, str]) -> BackupResult:
+def complete(
+    plan: BackupPlan, outcomes: dict[str, DumpOutcome | None], errors: dict[str, str]
+) -> BackupResult:
     """Build the run's result, publish a summary table and log the final status."""
     logger = get_run_logger()
     databases = [database_result(plan, u.name, outcomes.get(u.name), errors.get(u.name)) for u in plan.units]

@@ -90,7 +90,9 @@ def dump(plan: BackupPlan, unit: DumpUnit) -> DumpOutcome:
         raise AllWritersFailedError(f"no destination accepted {path}: " + "; ".join(outcome.errors.values()))
 
     label = f"{plan.job_name}/{unit.name}"
-    reporter = ProgressReporter(artifact_key("backup", plan.job_name, unit.name), label, plan.estimates.get(unit.name))
+    reporter = ProgressReporter(
+        artifact_key("backup", plan.job_name, unit.name), label, plan.estimates.get(unit.name)
+    )
     stream = plan.source.open_dump(unit)
     try:
         with reporter:

@@ -62,7 +62,11 @@ def initialize(job: BackupJob, lock: bool = False) -> BackupPlan:
     source = job.source.get_adapter()
     info = source.test_connection()
     logger.info(
-        "Source %s: %s %s (client %s)", source.describe(), info.engine, info.server_version, info.client_version
+        "Source %s: %s %s (client %s)",
+        source.describe(),
+        info.engine,
+        info.server_version,
+        info.client_version,
     )
     databases = source.resolve_databases(
         getattr(job.source, "databases", []) or [], getattr(job.source, "exclude_databases", []) or []
@@ -78,7 +82,10 @@ def initialize(job: BackupJob, lock: bool = False) -> BackupPlan:
     for index, block in enumerate(job.destinations, start=1):
         adapter = block.get_adapter()
         target = Target(
-            key=f"d{index}", adapter=RetryingDestination(adapter), description=block.describe(), kind=adapter.kind
+            key=f"d{index}",
+            adapter=RetryingDestination(adapter),
+            description=block.describe(),
+            kind=adapter.kind,
         )
         try:
             target.adapter.test_connection()

@@ -50,7 +50,9 @@ class ProgressReporter:
 
     def __enter__(self) -> ProgressReporter:
         try:
-            self._artifact = cast(UUID, create_progress_artifact(0.0, key=self._key, description=self._describe()))
+            self._artifact = cast(
+                UUID, create_progress_artifact(0.0, key=self._key, description=self._describe())
+            )
         except Exception as exc:  # progress is informative only: never fail a backup for it
             logger.warning("could not create the progress artifact: %s", exc)
         self._thread.start()

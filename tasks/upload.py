@@ -45,7 +45,9 @@ def verify_stored(destination: Destination, path: str, size: int, sha256: str, m
         raise IntegrityError(f"{path} on {destination.describe()} reads back with a different SHA-256")
 
 
-def build_manifest(plan: BackupPlan, outcome: DumpOutcome, destination_kind: str, flow_run_id: str | None) -> Manifest:
+def build_manifest(
+    plan: BackupPlan, outcome: DumpOutcome, destination_kind: str, flow_run_id: str | None
+) -> Manifest:
     """The manifest of one backup file (identical on every destination but for ``destination_kind``)."""
     encryption = None
     if outcome.encryption is not None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import prefect_db_backup.blocks as blocks
 import pytest
 from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
-
-import prefect_db_backup.blocks as blocks
 
 BLOCKS = [getattr(blocks, name) for name in blocks.__all__]
 

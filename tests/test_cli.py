@@ -8,10 +8,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from prefect_db_backup.blocks import BackupJob, EncryptionProfile, LocalDestination, RetentionPolicy, SQLiteSource
+from prefect_db_backup.blocks import (
+    BackupJob,
+    EncryptionProfile,
+    LocalDestination,
+    RetentionPolicy,
+    SQLiteSource,
+)
 from prefect_db_backup.cli import app
+from typer.testing import CliRunner
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 runner = CliRunner()
@@ -43,7 +48,11 @@ def saved_job(tmp_path: Path) -> tuple[str, Path, EncryptionProfile]:
 
 
 def _listed(name: str) -> list[str]:
-    return [line.split()[-1] for line in _invoke("list", name).splitlines() if line.strip().endswith((".enc", "locked"))]
+    return [
+        line.split()[-1]
+        for line in _invoke("list", name).splitlines()
+        if line.strip().endswith((".enc", "locked"))
+    ]
 
 
 def test_run_list_lock_retention_restore(saved_job: tuple[str, Path, EncryptionProfile]) -> None:

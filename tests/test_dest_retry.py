@@ -132,7 +132,9 @@ class FlakyDestination(Destination):
     def describe(self) -> str:
         return "flaky:" + self.inner.describe()
 
-    def open_writer(self, path: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
+    def open_writer(
+        self, path: str, *, overwrite: bool = False, size_hint: int | None = None
+    ) -> ObjectWriter:
         self._maybe_fail("open_writer")
         return self.inner.open_writer(path, overwrite=overwrite)
 

@@ -11,8 +11,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
-
 from prefect_db_backup.adapters.destinations.local import LocalAdapter
 from prefect_db_backup.adapters.process import ProcessDumpStream
 from prefect_db_backup.adapters.sources.sqlite import SQLiteAdapter
@@ -29,6 +27,7 @@ from prefect_db_backup.flows.backup import backup_database
 from prefect_db_backup.inventory import take_inventory
 from prefect_db_backup.manifest import Manifest
 from prefect_db_backup.restore import restore_backup
+from pydantic import ValidationError
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -261,7 +260,7 @@ def test_saved_job_runs_by_name_and_the_dump_carries_concurrency_tags(tmp_path: 
             runs = await client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
             )
-            return [sorted(run.tags) + [run.name] for run in runs]
+            return [[*sorted(run.tags), run.name] for run in runs]
 
     tags = {run[-1].split("-")[0]: run[:-1] for run in asyncio.run(task_tags())}
     assert set(tags) == {"initialize", "dump", "commit", "completion"}

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import postgres as pg
-
 from conftest import require_infrastructure
+from servers import postgres as pg
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import postgres as pg
-from servers.postgres import load_awkward, snapshot, verify_restored
-
 from conftest import require_infrastructure
 from prefect_db_backup.adapters.destinations.local import LocalAdapter
 from prefect_db_backup.adapters.sources.postgres import PostgresAdapter
 from prefect_db_backup.blocks import BackupJob, EncryptionProfile, LocalDestination, PostgresSource
 from prefect_db_backup.flows.backup import backup_database
 from prefect_db_backup.restore import restore_backup
+from servers import postgres as pg
+from servers.postgres import load_awkward, snapshot, verify_restored
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

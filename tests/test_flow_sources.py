@@ -11,20 +11,6 @@ from typing import Any
 
 import pymysql
 import pytest
-from servers.mongo import MongoServer, mongo_server
-from servers.mongo import available as mongo_available
-from servers.redis_server import available as redis_available
-from servers.redis_server import redis_server
-from test_source_mongodb import load_awkward_data as load_mongo
-from test_source_mongodb import snapshot as mongo_snapshot
-from test_source_mysql import HOST as MYSQL_HOST
-from test_source_mysql import PORT as MYSQL_PORT
-from test_source_mysql import _server_up as mysql_up
-from test_source_mysql import load_awkward_data as load_mysql
-from test_source_mysql import snapshot as mysql_snapshot
-from test_source_redis import load_awkward as load_redis
-from test_source_redis import snapshot as redis_snapshot
-
 from conftest import require_infrastructure
 from prefect_db_backup.adapters.destinations.local import LocalAdapter
 from prefect_db_backup.blocks import (
@@ -38,6 +24,19 @@ from prefect_db_backup.blocks import (
 from prefect_db_backup.flows.backup import backup_database
 from prefect_db_backup.restore import restore_backup
 from prefect_db_backup.results import BackupResult
+from servers.mongo import MongoServer, mongo_server
+from servers.mongo import available as mongo_available
+from servers.redis_server import available as redis_available
+from servers.redis_server import redis_server
+from test_source_mongodb import load_awkward_data as load_mongo
+from test_source_mongodb import snapshot as mongo_snapshot
+from test_source_mysql import HOST as MYSQL_HOST
+from test_source_mysql import PORT as MYSQL_PORT
+from test_source_mysql import _server_up as mysql_up
+from test_source_mysql import load_awkward_data as load_mysql
+from test_source_mysql import snapshot as mysql_snapshot
+from test_source_redis import load_awkward as load_redis
+from test_source_redis import snapshot as redis_snapshot
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -102,7 +102,11 @@ def test_memory_stays_bounded_for_a_large_stream(tmp_path: Path) -> None:
     tracemalloc.start()
     try:
         with dest.open_writer("big") as writer:
-            pump(_Generated(256 << 20), [get_codec("zstd").compressor(1), EncryptStage(generate_key())], {"w": writer})
+            pump(
+                _Generated(256 << 20),
+                [get_codec("zstd").compressor(1), EncryptStage(generate_key())],
+                {"w": writer},
+            )
             writer.commit()
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -142,7 +142,9 @@ def test_pg_dump_older_than_the_server_is_refused(tmp_path: Path, server: None) 
     fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 14.11'\n")
     fake.chmod(0o755)
     adapter = PostgresAdapter(pg.HOST, pg.PORT, "postgres", None, pg_dump_path=str(fake))
-    with pytest.raises(ConfigurationError, match=r"pg_dump \(PostgreSQL\) 14\.11 cannot dump a PostgreSQL 15"):
+    with pytest.raises(
+        ConfigurationError, match=r"pg_dump \(PostgreSQL\) 14\.11 cannot dump a PostgreSQL 15"
+    ):
         adapter.test_connection()
     newer = tmp_path / "pg_dump17"
     newer.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 17.2'\n")
@@ -345,7 +347,9 @@ def test_restore_refuses_a_non_empty_target(
     dump_to_file(source, source.database_unit(original), dump)
     target = fresh_database()
     with pg.connect(target) as conn:
-        conn.execute("CREATE SCHEMA app; CREATE TABLE app.live (v text); INSERT INTO app.live VALUES ('precious')")
+        conn.execute(
+            "CREATE SCHEMA app; CREATE TABLE app.live (v text); INSERT INTO app.live VALUES ('precious')"
+        )
     with pytest.raises(RestoreFailedError, match=r"not empty \(1 relation"):
         restore_from_file(source, source.database_unit(original), dump, target)
     only_lo = fresh_database()

@@ -167,7 +167,9 @@ class LocalAdapter(Destination):
 
     # -- contract -----------------------------------------------------------------------------------------
 
-    def open_writer(self, path: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
+    def open_writer(
+        self, path: str, *, overwrite: bool = False, size_hint: int | None = None
+    ) -> ObjectWriter:
         """Start writing ``path`` through a hidden temporary file in its final folder."""
         target = self._target(path)
         if _is_temp_name(target.name):

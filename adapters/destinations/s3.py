@@ -1,9 +1,9 @@
 """A destination in an S3 bucket (AWS S3 or an S3-compatible server: MinIO, R2, Hetzner, SeaweedFS, ...).
 
 Uploads
-    A writer buffers one part (``part_size``, default 8 MiB, raised for large expected sizes). Objects smaller than one part are stored
-    with one ``PutObject`` at commit. Larger ones become a multipart upload of equal-size parts (the last
-    may be shorter); up to ``upload_concurrency`` full parts upload on worker threads while the next part
+    A writer buffers one part (``part_size``, default 8 MiB, raised for large expected sizes). Objects
+    smaller than one part are stored with one ``PutObject`` at commit. Larger ones become a multipart
+    upload of equal-size parts (the last may be shorter); up to ``upload_concurrency`` full parts upload on worker threads while the next part
     fills, so memory stays at ``(upload_concurrency + 1) * part_size`` whatever the object size. On any
     failure, and on abort, the multipart upload is aborted (after parts in flight finish) so no orphan
     parts remain and cost money. Nothing is visible before ``CompleteMultipartUpload``.
@@ -367,13 +367,18 @@ class S3Adapter(Destination):
 
     # -- contract -------------------------------------------------------------------------------------------
 
-    def open_writer(self, path: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
+    def open_writer(
+        self, path: str, *, overwrite: bool = False, size_hint: int | None = None
+    ) -> ObjectWriter:
         """Start a buffered, multipart-when-large upload of ``path``, in parts of :meth:`part_size_for`."""
         return _S3Writer(self, path, self._key(path), overwrite, self.part_size_for(size_hint))
 
     def part_size_for(self, size_hint: int | None) -> int:
-        """The part size of an upload: the configured one, raised (to whole MiB) when twice the expected
-        size would need more than :data:`MAX_PARTS` parts. Doubling leaves room for a hint that was low."""
+        """The part size of an upload.
+
+        It is the configured one, raised (to whole MiB) when twice the expected size would need more than
+        :data:`MAX_PARTS` parts. Doubling leaves room for a hint that was low.
+        """
         if not size_hint:
             return self.part_size
         needed = -(-2 * size_hint // MAX_PARTS)

@@ -403,7 +403,9 @@ class SFTPAdapter(Destination):
 
     # -- the contract ------------------------------------------------------------------------------------
 
-    def open_writer(self, path: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
+    def open_writer(
+        self, path: str, *, overwrite: bool = False, size_hint: int | None = None
+    ) -> ObjectWriter:
         """Start an upload to a temporary file next to ``path`` (see the module docstring)."""
         validate_path(path)
         if path.endswith("/"):

@@ -273,7 +273,9 @@ class SMBAdapter(Destination):
 
     # -- the contract ------------------------------------------------------------------------------------
 
-    def open_writer(self, path: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
+    def open_writer(
+        self, path: str, *, overwrite: bool = False, size_hint: int | None = None
+    ) -> ObjectWriter:
         """Create a temporary file next to ``path`` and return a writer for it."""
         validate_path(path)
         if path.endswith("/"):

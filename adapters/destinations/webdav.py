@@ -252,7 +252,9 @@ class WebDAVAdapter(Destination):
 
     # -- the contract ------------------------------------------------------------------------------------
 
-    def open_writer(self, path: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
+    def open_writer(
+        self, path: str, *, overwrite: bool = False, size_hint: int | None = None
+    ) -> ObjectWriter:
         """Start a chunked ``PUT`` to a temporary name next to ``path``."""
         validate_path(path)
         if path.endswith("/"):
