@@ -3,10 +3,11 @@
 Uploads
     A writer buffers one part (``part_size``, default 8 MiB, raised for large expected sizes). Objects
     smaller than one part are stored with one ``PutObject`` at commit. Larger ones become a multipart
-    upload of equal-size parts (the last may be shorter); up to ``upload_concurrency`` full parts upload on worker threads while the next part
-    fills, so memory stays at ``(upload_concurrency + 1) * part_size`` whatever the object size. On any
-    failure, and on abort, the multipart upload is aborted (after parts in flight finish) so no orphan
-    parts remain and cost money. Nothing is visible before ``CompleteMultipartUpload``.
+    upload of equal-size parts (the last may be shorter); up to ``upload_concurrency`` full parts upload
+    on worker threads while the next part fills, so memory stays at ``(upload_concurrency + 1) *
+    part_size`` whatever the object size. On any failure, and on abort, the multipart upload is aborted
+    (after parts in flight finish) so no orphan parts remain and cost money. Nothing is visible before
+    ``CompleteMultipartUpload``.
 
 Retries
     botocore's own retries are turned off (``total_max_attempts=1``): retries happen in one place, the
