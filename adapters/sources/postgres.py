@@ -589,16 +589,20 @@ class PostgresAdapter(Source):
         return self._all_databases()
 
     def estimate_size(self, unit: DumpUnit) -> int | None:
-        """Approximate plain size of a database's dump: its tables' size on disk, TOAST included.
+        """Approximate size of a database's dump, for the progress percentage only.
 
-        Used only for the progress percentage; None for server-wide objects.
+        ``pg_database_size`` (indexes included, so it tends to overestimate) reads the database's files
+        without taking any relation lock, so a table locked by a long migration cannot stall the backup
+        here. Returns None for server-wide objects or when the size cannot be read within 5 seconds.
         """
         if unit.database is None:
             return None
-        with self._connect(unit.database) as conn:
-            row = conn.execute(
-                "SELECT sum(pg_table_size(oid)) FROM pg_class WHERE relkind IN ('r', 'm')"
-            ).fetchone()
+        try:
+            with self._connect(unit.database) as conn:
+                conn.execute("SET statement_timeout = '5s'")
+                row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        except (psycopg.Error, BackupError):
+            return None
         return int(row[0]) if row and row[0] else None
 
     def dump_units(self, databases: Sequence[str]) -> list[DumpUnit]:
