@@ -24,9 +24,11 @@ system-deps:
 test: $(STAMP) system-deps
 	$(PY) -m pytest
 
+# mypy checks the package under its import name: build/prefect_db_backup links to the repository root.
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m mypy .
+	mkdir -p build && ln -sfn .. build/prefect_db_backup
+	MYPYPATH=build $(PY) -m mypy -p prefect_db_backup
 
 bench: $(STAMP)
 	$(PY) bench/backup_vs_shell.py

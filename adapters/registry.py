@@ -8,6 +8,7 @@ dependencies; third-party packages add their own through the entry-point groups
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -59,8 +60,10 @@ def _load(kind: str, builtin: dict[str, str], group: str, what: str) -> type[Any
     return getattr(module, attr)
 
 
-def source_class(engine: str) -> type[Source]:
+def source_class(engine: str) -> Callable[..., Source]:
     """Return the :class:`Source` implementation registered as ``engine``.
+
+    Its constructor's arguments are the implementation's own.
 
     Raises:
         ConfigurationError: If no source has that name, or its library is missing.
@@ -68,8 +71,10 @@ def source_class(engine: str) -> type[Source]:
     return _load(engine, SOURCES, _SOURCE_GROUP, "source")
 
 
-def destination_class(kind: str) -> type[Destination]:
+def destination_class(kind: str) -> Callable[..., Destination]:
     """Return the :class:`Destination` implementation registered as ``kind``.
+
+    Its constructor's arguments are the implementation's own.
 
     Raises:
         ConfigurationError: If no destination has that name, or its library is missing.
