@@ -32,8 +32,10 @@ import hashlib
 import io
 import random
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -173,7 +175,48 @@ class DestinationSuite:
         """Secret values that must never appear in ``describe()``."""
         return []
 
+    @pytest.fixture
+    def storage_root(self, destination: Destination) -> Path | None:
+        """The local folder in which the server keeps this destination's root, when a test can look there.
+
+        Listings hide temporary names by contract, so only the server's own disk shows whether an aborted
+        upload really left nothing behind. Backends whose servers run on this machine return the folder;
+        the default (None) checks through :meth:`Destination.list` instead.
+        """
+        return None
+
     # -- uploads ------------------------------------------------------------------------------------------
+
+    def test_memory_stays_bounded(self, destination: Destination) -> None:
+        moved = 40 * MiB
+        destination.write_bytes("memory/warm-up.bin", b"w")  # clients and connections exist before tracing
+        assert destination.read_bytes("memory/warm-up.bin") == b"w"
+        tracemalloc.start()
+        try:
+            _, sha = stream_upload(destination, "memory/probe.bin", moved, seed=9)
+            assert stream_digest(destination, "memory/probe.bin", piece_size=MiB) == (moved, sha)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 24 * MiB, f"{peak} bytes of Python memory to move {moved} bytes"
+
+    def test_aborted_and_refused_uploads_leave_no_file(
+        self, destination: Destination, storage_root: Path | None
+    ) -> None:
+        writer = destination.open_writer("job/x.dump")
+        writer.write(b"x" * (3 * MiB))
+        writer.abort()
+        refused = destination.open_writer("job/y.dump")
+        refused.write(b"y")
+        destination.write_bytes("job/y.dump", b"first")
+        with pytest.raises(ConfigurationError):
+            refused.commit()
+        if storage_root is None:
+            names = [info.path.rsplit("/", 1)[-1] for info in destination.list("")]
+        else:
+            names = [p.name for p in storage_root.rglob("*") if p.is_file()]
+        assert sorted(names) == ["y.dump"]
+        assert destination.read_bytes("job/y.dump") == b"first"
 
     def test_upload_empty_object(self, destination: Destination) -> None:
         with destination.open_writer("empty.bin") as writer:
