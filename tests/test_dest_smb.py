@@ -9,6 +9,7 @@ import pytest
 from conftest import require_infrastructure
 from prefect_db_backup.adapters.destination import Destination
 from prefect_db_backup.adapters.destinations.smb import SMBAdapter
+from prefect_db_backup.adapters.retry import RetryingDestination
 from prefect_db_backup.adapters.testing.destination_suite import DestinationSuite
 from prefect_db_backup.errors import (
     AuthenticationError,
@@ -158,6 +159,9 @@ def test_connection_drop_mid_upload_is_retryable_and_cleaned_up(smb_server: smbd
             for _ in range(8):
                 writer.write(b"x" * (1 << 20))
             writer.commit()
-        assert [i.path for i in dest.list()] == ["before.bin"]  # reconnected
+        # The next operation reconnects (through the retry wrapper every flow uses, as a drop may only
+        # show on the first request after it).
+        retrying = RetryingDestination(dest, sleep=lambda _: None)
+        assert [i.path for i in retrying.list()] == ["before.bin"]
         root = smb_server.share_dir / dest.root
     assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["before.bin"]

@@ -140,7 +140,7 @@ async def _run_records(flow_run_id: Any) -> list[str]:
         texts += [artifact.model_dump_json() for artifact in artifacts]
         task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
         texts += [task_run.model_dump_json() for task_run in task_runs]
-    assert logs and artifacts and task_runs, "the scan must have something to scan"
+    assert logs and task_runs, "the scan must have something to scan"
     return texts
 
 
@@ -200,6 +200,7 @@ def test_password_never_leaks(awkward_db: str, tmp_path: Path) -> None:
             "password" in (failed.message or "").lower() or "authentication" in (failed.message or "").lower()
         )
 
+        assert asyncio.run(_artifacts(state.state_details.flow_run_id)), "the successful run has artifacts"
         for run_state in (state, failed):
             texts = asyncio.run(_run_records(run_state.state_details.flow_run_id))
             leaks = [t for t in texts if password in t or (password + "x") in t]

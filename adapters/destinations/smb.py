@@ -34,6 +34,7 @@ from prefect_db_backup.errors import (
     ConnectionFailedError,
     NotFoundError,
     PermanentError,
+    RetryableError,
     StorageFullError,
     TransientStorageError,
 )
@@ -195,7 +196,12 @@ class SMBAdapter(Destination):
             self._ensure_credits()
             return func(*args, **kwargs, **self._kwargs)
         except (SMBException, OSError, ValueError) as exc:
-            self._raise(exc, action, path)
+            try:
+                self._raise(exc, action, path)
+            except RetryableError:
+                # A dropped connection can still look connected: forget it, so a retry reconnects.
+                self.close()
+                raise
 
     def _ensure_credits(self) -> None:
         """Widen the connection's SMB2 credit window once, so concurrent requests never run out.
