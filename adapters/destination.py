@@ -77,6 +77,18 @@ def validate_path(path: str, *, field: str = "path", allow_empty: bool = False) 
     return path
 
 
+def validate_object_path(path: str, *, field: str = "path") -> str:
+    """Check a path that names one object: :func:`validate_path`, and no trailing ``/`` (a folder).
+
+    Raises:
+        ConfigurationError: If the path is invalid or ends with ``/``.
+    """
+    validate_path(path, field=field)
+    if path.endswith("/"):
+        raise ConfigurationError(f"{field} {path!r} ends with '/'; it must name an object, not a folder")
+    return path
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """A committed object as a destination lists it.

@@ -37,7 +37,13 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, NoReturn, cast
 
-from prefect_db_backup.adapters.destination import Destination, ObjectInfo, ObjectWriter, validate_path
+from prefect_db_backup.adapters.destination import (
+    Destination,
+    ObjectInfo,
+    ObjectWriter,
+    validate_object_path,
+    validate_path,
+)
 from prefect_db_backup.adapters.destinations._remote import Entry, temp_name, walk_prefix
 from prefect_db_backup.errors import (
     AuthenticationError,
@@ -367,9 +373,7 @@ class FTPAdapter(Destination):
         self, path: str, *, overwrite: bool = False, size_hint: int | None = None
     ) -> ObjectWriter:
         """Start a ``STOR`` to a temporary name next to ``path``."""
-        validate_path(path)
-        if path.endswith("/"):
-            raise ConfigurationError(f"path {path!r} ends with '/'; it must name a file")
+        validate_object_path(path)
         return _FTPWriter(self, path, overwrite)
 
     def open_reader(self, path: str) -> BinaryIO:

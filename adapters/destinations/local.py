@@ -32,6 +32,7 @@ from prefect_db_backup.adapters.destination import (
     DestinationCapabilities,
     ObjectInfo,
     ObjectWriter,
+    validate_object_path,
     validate_path,
 )
 from prefect_db_backup.errors import (
@@ -109,9 +110,7 @@ class LocalAdapter(Destination):
 
     def _target(self, path: str, *, field: str = "path") -> Path:
         """Validate ``path`` and return its location, refusing one that resolves outside the root."""
-        validate_path(path, field=field)
-        if path.endswith("/"):
-            raise ConfigurationError(f"{field} {path!r} ends with '/'; it must name a file, not a folder")
+        validate_object_path(path, field=field)
         target = self._root.joinpath(*path.split("/"))
         if not self._inside_root(target):
             raise ConfigurationError(

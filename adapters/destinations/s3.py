@@ -56,6 +56,7 @@ from prefect_db_backup.adapters.destination import (
     DestinationCapabilities,
     ObjectInfo,
     ObjectWriter,
+    validate_object_path,
     validate_path,
 )
 from prefect_db_backup.adapters.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
@@ -352,9 +353,7 @@ class S3Adapter(Destination):
         )
 
     def _key(self, path: str, *, field: str = "path") -> str:
-        validate_path(path, field=field)
-        if path.endswith("/"):
-            raise ConfigurationError(f"{field} {path!r} ends with '/'; it must name an object, not a folder")
+        validate_object_path(path, field=field)
         return f"{self.prefix}/{path}" if self.prefix else path
 
     def _rel(self, key: str) -> str:

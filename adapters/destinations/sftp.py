@@ -38,6 +38,7 @@ from prefect_db_backup.adapters.destination import (
     Destination,
     ObjectInfo,
     ObjectWriter,
+    validate_object_path,
     validate_path,
 )
 from prefect_db_backup.adapters.destinations._remote import Entry, temp_name, walk_prefix
@@ -407,9 +408,7 @@ class SFTPAdapter(Destination):
         self, path: str, *, overwrite: bool = False, size_hint: int | None = None
     ) -> ObjectWriter:
         """Start an upload to a temporary file next to ``path`` (see the module docstring)."""
-        validate_path(path)
-        if path.endswith("/"):
-            raise ConfigurationError(f"path {path!r} ends with '/'; it must name a file")
+        validate_object_path(path)
         return _SFTPWriter(self, path, overwrite)
 
     def open_reader(self, path: str) -> BinaryIO:

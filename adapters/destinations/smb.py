@@ -25,7 +25,13 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO, NoReturn, cast
 
 import smbclient
-from prefect_db_backup.adapters.destination import Destination, ObjectInfo, ObjectWriter, validate_path
+from prefect_db_backup.adapters.destination import (
+    Destination,
+    ObjectInfo,
+    ObjectWriter,
+    validate_object_path,
+    validate_path,
+)
 from prefect_db_backup.adapters.destinations._remote import Entry, temp_name, walk_prefix
 from prefect_db_backup.errors import (
     AuthenticationError,
@@ -283,9 +289,7 @@ class SMBAdapter(Destination):
         self, path: str, *, overwrite: bool = False, size_hint: int | None = None
     ) -> ObjectWriter:
         """Create a temporary file next to ``path`` and return a writer for it."""
-        validate_path(path)
-        if path.endswith("/"):
-            raise ConfigurationError(f"path {path!r} ends with '/'; it must name a file")
+        validate_object_path(path)
         return _SMBWriter(self, path, overwrite)
 
     def open_reader(self, path: str) -> BinaryIO:

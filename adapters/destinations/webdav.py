@@ -30,7 +30,13 @@ from typing import Any, BinaryIO, NoReturn, cast
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
-from prefect_db_backup.adapters.destination import Destination, ObjectInfo, ObjectWriter, validate_path
+from prefect_db_backup.adapters.destination import (
+    Destination,
+    ObjectInfo,
+    ObjectWriter,
+    validate_object_path,
+    validate_path,
+)
 from prefect_db_backup.adapters.destinations._remote import Entry, parent_dirs, temp_name, walk_prefix
 from prefect_db_backup.errors import (
     AuthenticationError,
@@ -256,9 +262,7 @@ class WebDAVAdapter(Destination):
         self, path: str, *, overwrite: bool = False, size_hint: int | None = None
     ) -> ObjectWriter:
         """Start a chunked ``PUT`` to a temporary name next to ``path``."""
-        validate_path(path)
-        if path.endswith("/"):
-            raise ConfigurationError(f"path {path!r} ends with '/'; it must name a file")
+        validate_object_path(path)
         return _WebDAVWriter(self, path, overwrite)
 
     def open_reader(self, path: str) -> BinaryIO:
