@@ -130,9 +130,14 @@ async def _run_records(flow_run_id: Any) -> list[str]:
         ids = [r.id for r in runs + children]
         for run in runs + children:
             texts.append(run.model_dump_json())
-        logs = await client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200
-        )
+        logs: list[Any] = []
+        for _ in range(30):  # logs reach the API in batches, shortly after the run returns
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200
+            )
+            if logs:
+                break
+            await asyncio.sleep(0.5)
         texts += [log.message for log in logs]
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))

@@ -416,10 +416,17 @@ class _SMBWriter(ObjectWriter):
             except Exception:
                 logger.debug("closing %s failed", self._temp_rel, exc_info=True)
             self._file = None
-        try:
-            self._dest.delete(self._temp_rel)
-        except Exception:
+        for attempt in (1, 2):
+            try:
+                self._dest.delete(self._temp_rel)
+                return
+            except RetryableError:
+                if attempt == 1:
+                    continue  # the failed call dropped the dead connection: the second one reconnects
+            except Exception:
+                pass
             logger.warning("could not remove temporary file %s on %s", self._temp_rel, self._dest.describe())
+            return
 
 
 class _SMBReader(io.RawIOBase):
