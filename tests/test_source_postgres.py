@@ -226,7 +226,12 @@ def test_passfile_is_private_and_removed(
     adapter = PostgresAdapter(pg.HOST, pg.PORT, role, password, connect_timeout=5)
     stream = adapter.open_dump(adapter.database_unit(db))
     try:
-        environ = Path(f"/proc/{stream.pid}/environ").read_bytes().split(b"\0")  # type: ignore[attr-defined]
+        environ: list[bytes] = []
+        for _ in range(100):  # right after fork the child still shows the parent's environment
+            environ = Path(f"/proc/{stream.pid}/environ").read_bytes().split(b"\0")  # type: ignore[attr-defined]
+            if any(e.startswith(b"PGPASSFILE=") for e in environ):
+                break
+            time.sleep(0.05)
         passfile = Path(next(e for e in environ if e.startswith(b"PGPASSFILE=")).split(b"=", 1)[1].decode())
         assert not any(password.encode() in entry for entry in environ)
         assert any(entry == b"PGAPPNAME=prefect-db-backup" for entry in environ)
